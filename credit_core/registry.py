@@ -1,0 +1,150 @@
+"""The model registry: MLflow (a local sqlite store and artifact folder by default).
+
+MLflow exceptions never leave this module: they become ``RegistryError``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from credit_core.errors import RegistryError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+__all__ = ["MlflowRegistry", "ModelRegistry", "ModelVersionRef", "local_tracking_uri"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelVersionRef:
+    name: str
+    version: str
+    source: str
+    run_id: str | None
+
+
+class ModelRegistry(Protocol):
+    def get_alias(self, name: str, alias: str) -> ModelVersionRef | None: ...
+    def set_alias(self, name: str, alias: str, version: str) -> None: ...
+    def download(self, ref: ModelVersionRef, dst: Path) -> Path: ...
+
+
+def local_tracking_uri(root: Path) -> str:
+    """The default laptop store: ``<root>/mlflow.db`` (sqlite)."""
+    return f"sqlite:///{root.resolve() / 'mlflow.db'}"
+
+
+@contextmanager
+def _mapped(what: str) -> Iterator[None]:
+    try:
+        yield
+    except RegistryError:
+        raise
+    except Exception as e:  # MLflow raises many types: all are a registry failure to us
+        raise RegistryError(f"MLflow {what} failed: {type(e).__name__}: {e}") from e
+
+
+class MlflowRegistry:
+    """Registry and tracking on one MLflow store."""
+
+    def __init__(self, tracking_uri: str, artifact_root: Path | None = None) -> None:
+        self.tracking_uri = tracking_uri
+        self.artifact_root = artifact_root
+        self._client: MlflowClient | None = None
+
+    @property
+    def client(self) -> MlflowClient:
+        if self._client is None:
+            with _mapped("connect"):
+                from mlflow import MlflowClient
+
+                self._client = MlflowClient(
+                    tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri
+                )
+        return self._client
+
+    def experiment_id(self, name: str) -> str:
+        with _mapped("experiment lookup"):
+            exp = self.client.get_experiment_by_name(name)
+            if exp is not None:
+                return str(exp.experiment_id)
+            location = self.artifact_root.resolve().as_uri() if self.artifact_root else None
+            return str(self.client.create_experiment(name, artifact_location=location))
+
+    def log_run(
+        self,
+        experiment: str,
+        *,
+        run_name: str,
+        params: Mapping[str, Any],
+        metrics: Mapping[str, float],
+        artifacts: Mapping[str, Path],
+        tags: Mapping[str, str],
+    ) -> str:
+        """Log one training run; ``artifacts`` maps an artifact path to a local folder."""
+        with _mapped("run logging"):
+            exp_id = self.experiment_id(experiment)
+            run = self.client.create_run(exp_id, run_name=run_name, tags=dict(tags))
+            run_id = str(run.info.run_id)
+            try:
+                for k, v in params.items():
+                    self.client.log_param(run_id, k, v)
+                for k, m in metrics.items():
+                    self.client.log_metric(run_id, k, float(m))
+                for artifact_path, folder in artifacts.items():
+                    self.client.log_artifacts(run_id, str(folder), artifact_path)
+            except Exception:
+                self.client.set_terminated(run_id, status="FAILED")
+                raise
+            self.client.set_terminated(run_id, status="FINISHED")
+            return run_id
+
+    def register(
+        self, name: str, run_id: str, artifact_path: str, tags: Mapping[str, str]
+    ) -> ModelVersionRef:
+        with _mapped("model registration"):
+            from mlflow.exceptions import MlflowException
+
+            try:
+                self.client.get_registered_model(name)
+            except MlflowException:
+                self.client.create_registered_model(name)
+            run = self.client.get_run(run_id)
+            source = f"{run.info.artifact_uri}/{artifact_path}"
+            mv = self.client.create_model_version(name, source, run_id=run_id, tags=dict(tags))
+            return ModelVersionRef(name, str(mv.version), str(mv.source), run_id)
+
+    def get_alias(self, name: str, alias: str) -> ModelVersionRef | None:
+        """The version an alias points at, or None when the model or alias does not exist."""
+        with _mapped("alias lookup"):
+            from mlflow.exceptions import MlflowException
+
+            try:
+                mv = self.client.get_model_version_by_alias(name, alias)
+            except MlflowException as e:
+                if e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                    return None
+                raise
+            return ModelVersionRef(name, str(mv.version), str(mv.source), mv.run_id)
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        with _mapped("alias update"):
+            self.client.set_registered_model_alias(name, alias, version)
+
+    def download(self, ref: ModelVersionRef, dst: Path) -> Path:
+        with _mapped("artifact download"):
+            from mlflow.artifacts import download_artifacts
+
+            dst.mkdir(parents=True, exist_ok=True)
+            return Path(
+                download_artifacts(
+                    artifact_uri=ref.source, dst_path=str(dst), tracking_uri=self.tracking_uri
+                )
+            )

@@ -1,0 +1,35 @@
+"""altscore feature kernels: every feature transform, implemented once in Rust.
+
+Training calls the column path (``FeaturePipeline.transform_frame`` / ``transform_columns``);
+serving calls the row path (``transform_row`` / ``transform_rows``). Both evaluate the same
+compiled plan, so they agree bit for bit.
+"""
+
+from feature_kernels._core import FeatureError, PlanError, __version__, build_profile
+from feature_kernels.pipeline import FeaturePipeline, Violation, feature_error_violations
+from feature_kernels.spec import (
+    FeatureDef,
+    FeatureSpec,
+    InputDef,
+    SpecError,
+    TargetDef,
+    load_spec,
+    parse_spec,
+)
+
+__all__ = [
+    "FeatureDef",
+    "FeatureError",
+    "FeaturePipeline",
+    "FeatureSpec",
+    "InputDef",
+    "PlanError",
+    "SpecError",
+    "TargetDef",
+    "Violation",
+    "__version__",
+    "build_profile",
+    "feature_error_violations",
+    "load_spec",
+    "parse_spec",
+]

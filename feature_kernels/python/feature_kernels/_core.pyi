@@ -1,0 +1,45 @@
+"""Native kernels (Rust, PyO3). Use the public API in ``feature_kernels`` instead."""
+
+from typing import final
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+build_profile: str
+
+class FeatureError(ValueError):
+    """Input data broke the feature spec. args: (message, [(field, description), ...])."""
+
+class PlanError(ValueError):
+    """The feature plan is inconsistent."""
+
+@final
+class FeaturePlan:
+    def __new__(cls, plan_json: str) -> FeaturePlan: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def version(self) -> int: ...
+    @property
+    def schema_hash(self) -> str: ...
+    @property
+    def output_names(self) -> list[str]: ...
+    @property
+    def n_outputs(self) -> int: ...
+    @property
+    def input_names(self) -> tuple[list[str], list[str]]: ...
+    def transform_row(
+        self, numeric: dict[str, object], categorical: dict[str, object]
+    ) -> tuple[npt.NDArray[np.float32], list[tuple[str, str]]]: ...
+    def transform_rows(
+        self, rows: list[tuple[dict[str, object], dict[str, object]]]
+    ) -> tuple[npt.NDArray[np.float32], list[list[tuple[str, str]]]]: ...
+    def transform_columns(
+        self,
+        numeric: dict[str, npt.NDArray[np.float64]],
+        categorical: dict[str, list[str | None]],
+        n_rows: int,
+    ) -> npt.NDArray[np.float32]: ...
+
+def input_kinds() -> list[str]: ...

@@ -1,0 +1,315 @@
+"""The declarative feature spec: one YAML file per dataset, versioned.
+
+A spec names the raw inputs a request carries (type, required or optional, allowed range, codes that
+mean "missing", imputation), the derived features the model sees (in order), their monotone
+direction and the human reason text used for adverse-action notices. ``load_spec`` validates the
+file; every problem is reported with the file, the key and what is wrong::
+
+    specs/gmsc.yaml: features[3].boundaries: must be strictly increasing
+
+The normalised form (``FeatureSpec.plan_json``) is what the Rust kernels compile.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from itertools import pairwise
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = [
+    "FeatureDef",
+    "FeatureSpec",
+    "InputDef",
+    "SpecError",
+    "TargetDef",
+    "load_spec",
+    "parse_spec",
+]
+
+
+class SpecError(ValueError):
+    """A feature spec file is malformed. The message names the file, the key and the problem."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputDef(_Strict):
+    """A raw input as it arrives in a request (and as a column in training data)."""
+
+    type: Literal["number", "integer", "categorical"]
+    required: bool = True
+    range: tuple[float | None, float | None] | None = None
+    """Allowed closed interval; values outside it are rejected. ``null`` leaves a side open."""
+    missing_codes: list[float] = Field(default_factory=list)
+    """Values that mean "unknown" in the source data (e.g. 96/98 in past-due counts)."""
+    impute: float | str | None = None
+    """Value used when the input is missing; without it the model sees a missing value."""
+    column: str | None = None
+    """Column name in the training data, when it differs from the input name."""
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _check(self) -> InputDef:
+        if self.type == "categorical":
+            if self.range is not None or self.missing_codes:
+                raise ValueError("range and missing_codes apply to numeric inputs only")
+            if self.impute is not None and not isinstance(self.impute, str):
+                raise ValueError("impute of a categorical input must be a string")
+        else:
+            if isinstance(self.impute, str):
+                raise ValueError("impute of a numeric input must be a number")
+            if self.range is not None:
+                lo, hi = self.range
+                if lo is not None and hi is not None and lo > hi:
+                    raise ValueError(f"range lower bound {lo} is above upper bound {hi}")
+            for v in [*self.missing_codes, *(self.range or ())]:
+                if v is not None and not math.isfinite(v):
+                    raise ValueError("range and missing_codes must be finite numbers")
+        return self
+
+
+Monotone = Literal["increasing", "decreasing", "none"]
+_OPS = ("value", "clip", "log1p", "ratio", "bucketize", "missing_indicator", "ordinal", "one_hot")
+
+
+class FeatureDef(_Strict):
+    """One derived feature. Which keys apply depends on ``op``."""
+
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+    op: Literal[
+        "value", "clip", "log1p", "ratio", "bucketize", "missing_indicator", "ordinal", "one_hot"
+    ]
+    input: str | None = None
+    numerator: str | None = None
+    denominator: str | None = None
+    min: float | None = None
+    max: float | None = None
+    on_zero: float | None = None
+    boundaries: list[float] | None = None
+    mapping: dict[str, float] | None = None
+    categories: list[str] | None = None
+    unknown: Literal["error", "missing"] = "error"
+    monotone: Monotone = "none"
+    reason: str = ""
+    """Human text for reason codes: why this feature raises the risk."""
+    output: bool = True
+    """False for an intermediate that only feeds later features."""
+
+    @model_validator(mode="after")
+    def _check(self) -> FeatureDef:
+        needs: dict[str, tuple[str, ...]] = {
+            "value": ("input",),
+            "clip": ("input",),
+            "log1p": ("input",),
+            "ratio": ("numerator", "denominator"),
+            "bucketize": ("input", "boundaries"),
+            "missing_indicator": ("input",),
+            "ordinal": ("input", "mapping"),
+            "one_hot": ("input", "categories"),
+        }
+        allowed = {
+            "value": {"input"},
+            "clip": {"input", "min", "max"},
+            "log1p": {"input"},
+            "ratio": {"numerator", "denominator", "on_zero"},
+            "bucketize": {"input", "boundaries"},
+            "missing_indicator": {"input"},
+            "ordinal": {"input", "mapping", "unknown"},
+            "one_hot": {"input", "categories", "unknown"},
+        }[self.op]
+        for key in needs[self.op]:
+            if getattr(self, key) is None:
+                raise ValueError(f"op {self.op!r} needs {key!r}")
+        op_keys = {
+            "input", "numerator", "denominator", "min", "max", "on_zero",
+            "boundaries", "mapping", "categories", "unknown",
+        }  # fmt: skip
+        for key in sorted((op_keys & self.model_fields_set) - allowed):
+            raise ValueError(f"key {key!r} does not apply to op {self.op!r}")
+        if self.op == "clip" and self.min is not None and self.max is not None:
+            if self.min > self.max:
+                raise ValueError(f"min {self.min} is above max {self.max}")
+        if self.boundaries is not None:
+            b = self.boundaries
+            if not b or any(not math.isfinite(x) for x in b) or any(x >= y for x, y in pairwise(b)):
+                raise ValueError(
+                    "boundaries must be a non-empty list of finite, strictly increasing numbers"
+                )
+        if self.categories is not None:
+            if not self.categories or len(set(self.categories)) != len(self.categories):
+                raise ValueError("categories must be a non-empty list without duplicates")
+        if self.op == "one_hot" and self.monotone != "none":
+            raise ValueError("a one_hot feature cannot carry a monotone constraint")
+        if self.output and not self.reason.strip():
+            raise ValueError("an output feature needs a human 'reason' text")
+        return self
+
+    def operands(self) -> list[str]:
+        """Names this feature reads."""
+        return [n for n in (self.input, self.numerator, self.denominator) if n is not None]
+
+
+class TargetDef(_Strict):
+    """The label column of the training data and which of its values mean default."""
+
+    column: str
+    positive: list[int | str]
+
+
+class FeatureSpec(_Strict):
+    """A validated feature spec."""
+
+    name: Annotated[str, Field(min_length=1, pattern=r"^[a-z][a-z0-9_]*$")]
+    version: Annotated[int, Field(ge=1)]
+    description: str = ""
+    target: TargetDef
+    inputs: dict[str, InputDef]
+    features: list[FeatureDef]
+
+    @model_validator(mode="after")
+    def _check(self) -> FeatureSpec:
+        if not self.inputs:
+            raise ValueError("at least one input is needed")
+        if not any(f.output for f in self.features):
+            raise ValueError("at least one output feature is needed")
+        return self
+
+    def plan(self) -> dict[str, Any]:
+        """The normalised plan the Rust kernels compile (descriptions and reasons left out)."""
+        inputs = []
+        for name, d in self.inputs.items():
+            lo, hi = d.range if d.range is not None else (None, None)
+            if d.impute is None:
+                missing: dict[str, Any] = {"strategy": "nan"}
+            elif isinstance(d.impute, str):
+                missing = {"strategy": "category", "value": d.impute}
+            else:
+                missing = {"strategy": "constant", "value": float(d.impute)}
+            kind = d.type
+            inputs.append(
+                {
+                    "name": name,
+                    "kind": kind,
+                    "required": d.required,
+                    "min": lo,
+                    "max": hi,
+                    "missing_codes": [float(c) for c in d.missing_codes],
+                    "missing": missing,
+                }
+            )
+        features = []
+        for f in self.features:
+            op: dict[str, Any] = {"kind": f.op}
+            if f.op == "ratio":
+                op |= {"numerator": f.numerator, "denominator": f.denominator, "on_zero": f.on_zero}
+            else:
+                op["input"] = f.input
+            if f.op == "clip":
+                op |= {"min": f.min, "max": f.max}
+            elif f.op == "bucketize":
+                op["boundaries"] = f.boundaries
+            elif f.op == "ordinal":
+                op |= {"mapping": f.mapping, "unknown": f.unknown}
+            elif f.op == "one_hot":
+                op |= {"categories": f.categories, "unknown": f.unknown}
+            features.append({"name": f.name, "op": op, "output": f.output})
+        return {"name": self.name, "version": self.version, "inputs": inputs, "features": features}
+
+    def plan_json(self) -> str:
+        """``plan()`` as compact JSON."""
+        return json.dumps(self.plan(), separators=(",", ":"), allow_nan=False)
+
+    def output_features(self) -> list[tuple[str, FeatureDef]]:
+        """(model column name, defining feature) in vector order; one-hot features expand."""
+        out: list[tuple[str, FeatureDef]] = []
+        for f in self.features:
+            if not f.output:
+                continue
+            if f.op == "one_hot":
+                out.extend((f"{f.name}={c}", f) for c in f.categories or [])
+            else:
+                out.append((f.name, f))
+        return out
+
+    def column_of(self, input_name: str) -> str:
+        """The training-data column of an input."""
+        return self.inputs[input_name].column or input_name
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text or "<root>"
+
+
+def _cross_check(spec: FeatureSpec) -> list[str]:
+    """Checks across keys: operands exist, have the right type and come before their use."""
+    problems: list[str] = []
+    numeric = {n for n, d in spec.inputs.items() if d.type != "categorical"}
+    categorical = {n for n, d in spec.inputs.items() if d.type == "categorical"}
+    derived: set[str] = set()
+    names: set[str] = set()
+    for i, f in enumerate(spec.features):
+        key = f"features[{i}]"
+        if f.name in names:
+            problems.append(f"{key}.name: {f.name!r} is already defined")
+        names.add(f.name)
+        for field in ("input", "numerator", "denominator"):
+            ref = getattr(f, field)
+            if ref is None:
+                continue
+            if f.op in ("ordinal", "one_hot"):
+                if ref not in categorical:
+                    problems.append(f"{key}.{field}: {ref!r} is not a categorical input")
+            elif ref in categorical:
+                problems.append(
+                    f"{key}.{field}: {ref!r} is categorical; op {f.op!r} needs a number"
+                )
+            elif ref not in numeric and ref not in derived:  # inputs win over features
+                problems.append(f"{key}.{field}: {ref!r} is not an input or an earlier feature")
+        if f.op == "one_hot":
+            derived.discard(f.name)  # one-hot columns cannot feed numeric operations
+        else:
+            derived.add(f.name)
+    return problems
+
+
+def parse_spec(data: Mapping[str, Any], source: str = "<spec>") -> FeatureSpec:
+    """Validate a spec given as a mapping. ``source`` names it in error messages."""
+    try:
+        spec = FeatureSpec.model_validate(data)
+    except ValidationError as e:
+        lines = [f"{source}: {_loc(err['loc'])}: {err['msg']}" for err in e.errors()]
+        raise SpecError("\n".join(lines)) from None
+    problems = _cross_check(spec)
+    if problems:
+        raise SpecError("\n".join(f"{source}: {p}" for p in problems))
+    return spec
+
+
+def load_spec(path: str | Path) -> FeatureSpec:
+    """Read and validate a YAML spec file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise SpecError(f"{p}: cannot read spec file: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise SpecError(f"{p}: <root>: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{p}: <root>: a spec must be a mapping")
+    return parse_spec(data, str(p))

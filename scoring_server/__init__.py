@@ -1,0 +1,1 @@
+"""altscore scoring server: ``python -m scoring_server``."""

@@ -1,0 +1,106 @@
+"""The composition root's parts put together: metrics, registry, loader, service, gRPC server."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from credit_core import ModelNotReady, ModelRejectedError, RegistryError
+from credit_core.registry import MlflowRegistry
+from scoring_server.grpc.server import Health, create_server
+from scoring_server.loader import ModelLoader
+from scoring_server.metrics import ServerMetrics
+from scoring_server.service import ScoringService
+from scoring_server.settings import ServerSettings
+
+__all__ = ["ScoringApp"]
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+
+
+class ScoringApp:
+    """Starts serving at once (health NOT_SERVING, calls UNAVAILABLE) and loads the champion in
+    the background; health turns SERVING when a model passed every gate."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.metrics = ServerMetrics()
+        self.registry = MlflowRegistry(settings.tracking_uri())
+        self.loader = ModelLoader(
+            self.registry,
+            model_name=settings.model_name,
+            state_dir=settings.state_dir,
+            parity_tolerance=settings.parity_tolerance,
+            parallel_units=settings.compile_parallel_units,
+        )
+        self.service = ScoringService(
+            settings.policy(), max_batch_size=settings.max_batch_size, metrics=self.metrics
+        )
+        self.grpc_port = 0
+        self.metrics_port = 0
+        self._health: Health | None = None
+        self._server: object | None = None
+        self._loading: asyncio.Task[None] | None = None
+        self.model_ready = asyncio.Event()
+
+    async def start(self) -> None:
+        self.metrics_port = self.metrics.serve(self.settings.host, self.settings.metrics_port)
+        server, self.grpc_port, self._health = await create_server(
+            self.settings, self.service, self.metrics
+        )
+        await server.start()
+        self._server = server
+        log.info(
+            "serving gRPC on %s:%d, metrics on http://%s:%d/metrics (health NOT_SERVING until a "
+            "model is loaded)",
+            self.settings.host,
+            self.grpc_port,
+            self.settings.host,
+            self.metrics_port,
+        )
+        self._loading = asyncio.create_task(self._load_champion())
+
+    async def _load_champion(self) -> None:
+        rejected: str | None = None
+        while True:
+            try:
+                version = await asyncio.to_thread(self.loader.resolve, CHAMPION)
+                if version.version != rejected:
+                    model = await asyncio.to_thread(self.loader.load, CHAMPION)
+                    self.service.set_model(model)
+                    self.metrics.model_loads.labels("loaded").inc()
+                    if self._health is not None:
+                        await self._health.set_serving(True)
+                    self.model_ready.set()
+                    log.info("health SERVING: %s v%s", model.ref.name, model.ref.version)
+                    return
+            except (ModelNotReady, RegistryError) as e:
+                self.metrics.model_loads.labels("unavailable").inc()
+                log.warning(
+                    "no model yet: %s (retrying in %.0f s)", e, self.settings.registry_poll_seconds
+                )
+            except ModelRejectedError as e:
+                self.metrics.model_loads.labels("rejected").inc()
+                rejected = getattr(e, "version", None) or version.version
+                log.error("model refused: %s; waiting for another version", e)
+            await asyncio.sleep(self.settings.registry_poll_seconds)
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight calls finish within the grace period."""
+        if self._loading is not None:
+            self._loading.cancel()
+        if self._health is not None:
+            await self._health.shutdown()
+        import grpc
+
+        if isinstance(self._server, grpc.aio.Server):
+            await self._server.stop(self.settings.shutdown_grace_seconds)
+        log.info("stopped")
+
+    async def wait(self) -> None:
+        import grpc
+
+        if isinstance(self._server, grpc.aio.Server):
+            await self._server.wait_for_termination()

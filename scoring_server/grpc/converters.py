@@ -1,0 +1,111 @@
+"""The only code that sees both protobuf and domain types: ``to_domain`` and ``to_pb``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from credit_core import Decision, ModelRef, ScoreResult, ScoringPolicy
+from feature_kernels import FeaturePipeline
+from scoring_server.grpc._proto import scoring_pb2 as pb
+from scoring_server.loader import LoadedModel
+from scoring_server.service import ScoringRequest
+
+__all__ = ["model_info_to_pb", "to_domain", "to_pb"]
+
+_DECISION = {
+    Decision.APPROVE: pb.DECISION_APPROVE,
+    Decision.REVIEW: pb.DECISION_REVIEW,
+    Decision.DECLINE: pb.DECISION_DECLINE,
+}
+_VARIANT = {"champion": pb.VARIANT_CHAMPION, "challenger": pb.VARIANT_CHALLENGER}
+_INPUT_TYPE = {
+    "number": pb.INPUT_TYPE_NUMBER,
+    "integer": pb.INPUT_TYPE_INTEGER,
+    "categorical": pb.INPUT_TYPE_CATEGORICAL,
+}
+
+
+def to_domain(request: pb.ScoreRequest) -> ScoringRequest:
+    a = request.applicant
+    return ScoringRequest(
+        request_id=request.request_id,
+        applicant_id=a.applicant_id,
+        numeric=dict(a.numeric),
+        categorical=dict(a.categorical),
+        explain=request.explain,
+    )
+
+
+def model_ref_to_pb(ref: ModelRef) -> pb.ModelRef:
+    return pb.ModelRef(
+        name=ref.name,
+        version=ref.version,
+        variant=_VARIANT.get(ref.variant, pb.VARIANT_UNSPECIFIED),
+    )
+
+
+def to_pb(result: ScoreResult) -> pb.ScoreResponse:
+    return pb.ScoreResponse(
+        request_id=result.request_id,
+        pd=result.pd,
+        score=result.score,
+        decision=_DECISION[result.decision],
+        model=model_ref_to_pb(result.model),
+    )
+
+
+def _inputs(pipeline: FeaturePipeline) -> list[pb.InputInfo]:
+    spec = pipeline.spec
+    categories: dict[str, list[str]] = {}
+    for f in spec.features:
+        if f.input is not None and (f.categories or f.mapping):
+            known = categories.setdefault(f.input, [])
+            known.extend(c for c in (f.categories or list(f.mapping or {})) if c not in known)
+    out = []
+    for name, d in spec.inputs.items():
+        info = pb.InputInfo(
+            name=name,
+            type=_INPUT_TYPE[d.type],
+            required=d.required,
+            description=d.description,
+            categories=categories.get(name, []),
+        )
+        if d.range is not None:
+            lo, hi = d.range
+            if lo is not None:
+                info.min = lo
+            if hi is not None:
+                info.max = hi
+        out.append(info)
+    return out
+
+
+def model_info_to_pb(model: LoadedModel | None, policy: ScoringPolicy) -> pb.GetModelInfoResponse:
+    response = pb.GetModelInfoResponse(
+        policy=pb.ScorePolicy(
+            base_score=policy.base_score,
+            base_odds=policy.base_odds,
+            pdo=policy.pdo,
+            approve_below=policy.approve_below,
+            decline_from=policy.decline_from,
+        )
+    )
+    if model is not None:
+        metrics: Mapping[str, object] = model.bundle.metadata.get("metrics", {})
+        response.models.append(
+            pb.ModelInfo(
+                model=model_ref_to_pb(model.ref),
+                spec_name=model.pipeline.spec.name,
+                spec_version=model.pipeline.spec.version,
+                schema_hash=model.pipeline.schema_hash,
+                inputs=_inputs(model.pipeline),
+                features=model.pipeline.feature_names,
+                metrics={
+                    k: float(v)
+                    for k, v in metrics.items()
+                    if isinstance(v, int | float) and math.isfinite(float(v))
+                },
+            )
+        )
+    return response

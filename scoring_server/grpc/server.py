@@ -1,0 +1,68 @@
+"""Building the grpc.aio server: Scoring, standard health and reflection on one port."""
+
+from __future__ import annotations
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from scoring_server.grpc._proto import scoring_pb2 as pb
+from scoring_server.grpc._proto import scoring_pb2_grpc as pb_grpc
+from scoring_server.grpc.servicer import ScoringServicer
+from scoring_server.metrics import ServerMetrics
+from scoring_server.service import ScoringService
+from scoring_server.settings import ServerSettings
+
+__all__ = ["SERVICE_NAME", "Health", "create_server"]
+
+SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["Scoring"].full_name
+
+
+class Health:
+    """Health of the whole server ("") and of ``credit.scoring.v1.Scoring``, flipped together."""
+
+    def __init__(self, servicer: health.aio.HealthServicer) -> None:
+        self.servicer = servicer
+
+    async def set_serving(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", SERVICE_NAME):
+            await self.servicer.set(name, status)
+
+    async def shutdown(self) -> None:
+        await self.servicer.enter_graceful_shutdown()
+
+
+async def create_server(
+    settings: ServerSettings, service: ScoringService, metrics: ServerMetrics
+) -> tuple[grpc.aio.Server, int, Health]:
+    """A server with every service added, bound but not started; returns the bound port."""
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+        ]
+    )
+    pb_grpc.add_ScoringServicer_to_server(  # type: ignore[no-untyped-call]
+        ScoringServicer(service, metrics, stream_id_window=settings.stream_id_window), server
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    state = Health(health_servicer)
+    await state.set_serving(False)
+    reflection.enable_server_reflection(
+        (
+            SERVICE_NAME,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+    if port == 0:
+        raise OSError(f"cannot bind gRPC on {settings.host}:{settings.grpc_port}")
+    return server, port, state

@@ -1,0 +1,96 @@
+"""``ScoringServicer``: converts, calls ``ScoringService``, converts back. No logic of its own."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+from grpc_status import rpc_status
+
+from credit_core import ScoreResult
+from scoring_server.grpc._proto import scoring_pb2 as pb
+from scoring_server.grpc._proto import scoring_pb2_grpc as pb_grpc
+from scoring_server.grpc.converters import model_info_to_pb, to_domain, to_pb
+from scoring_server.grpc.errors import status_code_of, to_status_proto
+from scoring_server.metrics import ServerMetrics
+from scoring_server.service import RecentIds, ScoringService
+
+__all__ = ["ScoringServicer"]
+
+
+class ScoringServicer(pb_grpc.ScoringServicer):
+    def __init__(
+        self, service: ScoringService, metrics: ServerMetrics, *, stream_id_window: int
+    ) -> None:
+        self.service = service
+        self.metrics = metrics
+        self.stream_id_window = stream_id_window
+
+    def _observe(self, rpc: str, code: grpc.StatusCode, started: float) -> None:
+        self.metrics.requests.labels(rpc, code.name).inc()
+        self.metrics.latency.labels(rpc).observe(time.perf_counter() - started)
+
+    async def Score(
+        self,
+        request: pb.ScoreRequest,
+        context: grpc.aio.ServicerContext[pb.ScoreRequest, pb.ScoreResponse],
+    ) -> pb.ScoreResponse:
+        started = time.perf_counter()
+        try:
+            response = to_pb(self.service.score(to_domain(request)))
+        except Exception as e:
+            self._observe("Score", status_code_of(e), started)
+            await context.abort_with_status(rpc_status.to_status(to_status_proto(e)))
+            raise  # abort_with_status always raises; this keeps the type checker honest
+        self._observe("Score", grpc.StatusCode.OK, started)
+        return response
+
+    async def ScoreBatch(
+        self,
+        request: pb.ScoreBatchRequest,
+        context: grpc.aio.ServicerContext[pb.ScoreBatchRequest, pb.ScoreBatchResponse],
+    ) -> pb.ScoreBatchResponse:
+        started = time.perf_counter()
+        try:
+            results = self.service.score_batch([to_domain(r) for r in request.requests])
+            response = pb.ScoreBatchResponse(results=[to_pb(r) for r in results])
+        except Exception as e:
+            self._observe("ScoreBatch", status_code_of(e), started)
+            await context.abort_with_status(rpc_status.to_status(to_status_proto(e)))
+            raise
+        self._observe("ScoreBatch", grpc.StatusCode.OK, started)
+        return response
+
+    async def ScoreStream(
+        self,
+        request_iterator: AsyncIterator[pb.ScoreRequest],
+        context: grpc.aio.ServicerContext[pb.ScoreRequest, pb.ScoreStreamResponse],
+    ) -> AsyncIterator[pb.ScoreStreamResponse]:
+        seen = RecentIds(self.stream_id_window)
+        async for request in request_iterator:
+            started = time.perf_counter()
+            try:
+                outcome: ScoreResult | BaseException = self.service.score_each(
+                    [to_domain(request)], seen
+                )[0]
+            except Exception as e:  # unexpected: this message fails, the stream goes on
+                outcome = e
+            if isinstance(outcome, ScoreResult):
+                self._observe("ScoreStream", grpc.StatusCode.OK, started)
+                yield pb.ScoreStreamResponse(request_id=request.request_id, response=to_pb(outcome))
+            else:
+                self._observe("ScoreStream", status_code_of(outcome), started)
+                yield pb.ScoreStreamResponse(
+                    request_id=request.request_id, error=to_status_proto(outcome)
+                )
+
+    async def GetModelInfo(
+        self,
+        request: pb.GetModelInfoRequest,
+        context: grpc.aio.ServicerContext[pb.GetModelInfoRequest, pb.GetModelInfoResponse],
+    ) -> pb.GetModelInfoResponse:
+        started = time.perf_counter()
+        response = model_info_to_pb(self.service.model, self.service.policy)
+        self._observe("GetModelInfo", grpc.StatusCode.OK, started)
+        return response

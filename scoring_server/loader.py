@@ -1,0 +1,112 @@
+"""Loading a registered model: download, schema check, compile (cached), parity gate."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from credit_core import ModelBundle, ModelNotReady, ModelRef, ModelRejectedError, SchemaMismatch
+from credit_core.registry import ModelRegistry, ModelVersionRef
+from feature_kernels import FeaturePipeline, SpecError, load_spec
+from scoring_server.runtime import CompiledModel
+
+__all__ = ["LoadedModel", "ModelLoader"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to serve: its spec pipeline and its compiled runtime."""
+
+    ref: ModelRef
+    bundle: ModelBundle
+    pipeline: FeaturePipeline
+    runtime: CompiledModel
+    parity_max_abs_diff: float
+    loaded_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+
+
+class ModelLoader:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        *,
+        model_name: str,
+        state_dir: Path,
+        parity_tolerance: float,
+        parallel_units: int,
+    ) -> None:
+        self.registry = registry
+        self.model_name = model_name
+        self.models_dir = state_dir / "models"
+        self.cache_dir = state_dir / "compiled"
+        self.parity_tolerance = parity_tolerance
+        self.parallel_units = parallel_units
+
+    def resolve(self, alias: str) -> ModelVersionRef:
+        ref = self.registry.get_alias(self.model_name, alias)
+        if ref is None:
+            raise ModelNotReady(
+                f"no model {self.model_name!r} with alias {alias!r} in the registry"
+            )
+        return ref
+
+    def load(self, alias: str = "champion") -> LoadedModel:
+        """Load the version ``alias`` points at. Raises ``ModelRejectedError`` when a gate fails."""
+        version = self.resolve(alias)
+        bundle = ModelBundle.read(self._download(version))
+        try:
+            pipeline = FeaturePipeline(load_spec(bundle.spec_path))
+        except SpecError as e:
+            raise ModelRejectedError(f"version {version.version}: bad feature spec: {e}") from e
+        if pipeline.schema_hash != bundle.schema_hash:
+            raise SchemaMismatch(
+                f"version {version.version}: schema hash {bundle.schema_hash[:12]} does not match "
+                f"its spec ({pipeline.schema_hash[:12]})"
+            )
+        if pipeline.feature_names != bundle.feature_names:
+            raise SchemaMismatch(f"version {version.version}: feature names differ from its spec")
+        runtime = CompiledModel.build(bundle, self.cache_dir, self.parallel_units)
+        ref = bundle.reference()
+        expected = 1.0 / (1.0 + np.exp(-ref.margin))
+        diff = float(np.max(np.abs(runtime.predict(ref.features) - expected)))
+        if not diff <= self.parity_tolerance:  # NaN fails too
+            runtime.unload()
+            raise ModelRejectedError(
+                f"version {version.version}: compiled predictions differ from XGBoost's by "
+                f"{diff:.3g} > {self.parity_tolerance:g} on {len(expected)} reference rows"
+            )
+        log.info(
+            "loaded %s version %s (%s): parity max |diff| %.3g on %d rows",
+            self.model_name,
+            version.version,
+            alias,
+            diff,
+            len(expected),
+        )
+        return LoadedModel(
+            ref=ModelRef(self.model_name, version.version, alias),
+            bundle=bundle,
+            pipeline=pipeline,
+            runtime=runtime,
+            parity_max_abs_diff=diff,
+        )
+
+    def _download(self, version: ModelVersionRef) -> Path:
+        target = self.models_dir / f"{self.model_name}-v{version.version}"
+        bundle_dir = target / "model"
+        if not (bundle_dir / "metadata.json").is_file():
+            tmp = target.with_name(target.name + ".partial")
+            shutil.rmtree(tmp, ignore_errors=True)
+            path = self.registry.download(version, tmp)
+            if path != tmp / "model":
+                raise ModelRejectedError(f"version {version.version}: unexpected layout {path}")
+            shutil.rmtree(target, ignore_errors=True)
+            tmp.rename(target)
+        return bundle_dir

@@ -1,0 +1,64 @@
+"""Prometheus metrics of the scoring server, on their own registry and HTTP port."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+__all__ = ["ServerMetrics"]
+
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+)  # fmt: skip
+
+
+class ServerMetrics:
+    """Names follow ``credit_scoring_<what>_<unit>``; labels are low-cardinality only."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.requests = Counter(
+            "credit_scoring_requests",
+            "Scoring requests by RPC and gRPC status code (stream messages count one each).",
+            ["rpc", "code"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "credit_scoring_request_duration_seconds",
+            "Server time per request (per message for streams).",
+            ["rpc"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.applicants = Counter(
+            "credit_scoring_applicants_scored",
+            "Applicants scored, by model version and variant.",
+            ["model_version", "variant"],
+            registry=self.registry,
+        )
+        self.model_info = Gauge(
+            "credit_scoring_model_info",
+            "1 for the model being served, labelled with its identity.",
+            ["model_name", "model_version", "variant", "schema_hash"],
+            registry=self.registry,
+        )
+        self.model_loads = Counter(
+            "credit_scoring_model_loads",
+            "Model load attempts by outcome (loaded, rejected, unavailable).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.compile_seconds = Gauge(
+            "credit_scoring_model_compile_seconds",
+            "Seconds the served model took to compile (from the cache record on a cache hit).",
+            registry=self.registry,
+        )
+        self.parity_diff = Gauge(
+            "credit_scoring_model_parity_max_abs_diff",
+            "Largest |compiled - XGBoost| PD on the reference sample of the served model.",
+            registry=self.registry,
+        )
+
+    def serve(self, host: str, port: int) -> int:
+        """Start the /metrics HTTP server in a daemon thread; returns the bound port."""
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        return int(server.server_address[1])

@@ -1,0 +1,69 @@
+"""Settings of the scoring server, built once in ``__main__`` and passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from credit_core import ScoringPolicy
+
+__all__ = ["ServerSettings"]
+
+
+class ServerSettings(BaseSettings):
+    """Environment variables use the prefix ``ALTSCORE_`` (``ALTSCORE_GRPC_PORT`` ...)."""
+
+    model_config = SettingsConfigDict(env_prefix="ALTSCORE_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    """Address the gRPC and metrics servers bind."""
+    grpc_port: int = Field(50051, ge=0, le=65535)
+    """gRPC port (0 = any free port)."""
+    metrics_port: int = Field(9464, ge=0, le=65535)
+    """Prometheus /metrics port (0 = any free port)."""
+    state_dir: Path = Path("var")
+    """Local state: the MLflow store (default), downloaded models, compiled-library cache."""
+    mlflow_tracking_uri: str | None = None
+    """MLflow store; default ``sqlite:///<state_dir>/mlflow/mlflow.db``."""
+    model_name: str = "altscore-gmsc"
+    """Registered model to serve (alias ``champion``)."""
+    registry_poll_seconds: float = Field(5.0, gt=0)
+    """While no champion exists, how often the registry is asked again."""
+    parity_tolerance: float = Field(1e-5, gt=0)
+    """Largest |compiled PD - XGBoost PD| on the reference sample a model may show."""
+    compile_parallel_units: int = Field(8, ge=1)
+    """TL2cgen ``parallel_comp``: translation units the trees are split into."""
+    max_batch_size: int = Field(1000, ge=1)
+    """Most applicants in one ScoreBatch call."""
+    max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    """Largest request message accepted (larger ones: RESOURCE_EXHAUSTED)."""
+    stream_id_window: int = Field(65536, ge=1)
+    """Request ids remembered per stream to reject duplicates."""
+    shutdown_grace_seconds: float = Field(5.0, ge=0)
+    """On SIGTERM: time in-flight calls get to finish."""
+    base_score: float = 600.0
+    """Points at ``base_odds`` (odds of good)."""
+    base_odds: float = 50.0
+    """Odds of good (non-default : default) that earn ``base_score`` points."""
+    pdo: float = 20.0
+    """Points to double the odds."""
+    approve_below: float = 0.08
+    """PD below this: APPROVE."""
+    decline_from: float = 0.20
+    """PD at or above this: DECLINE (between: REVIEW)."""
+
+    def tracking_uri(self) -> str:
+        from credit_core.registry import local_tracking_uri
+
+        return self.mlflow_tracking_uri or local_tracking_uri(self.state_dir / "mlflow")
+
+    def policy(self) -> ScoringPolicy:
+        return ScoringPolicy(
+            base_score=self.base_score,
+            base_odds=self.base_odds,
+            pdo=self.pdo,
+            approve_below=self.approve_below,
+            decline_from=self.decline_from,
+        )

@@ -1,0 +1,157 @@
+"""Session fixtures: a real MLflow store (sqlite) with the default GMSC model trained into it,
+and real scoring servers (``python -m scoring_server`` subprocesses on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from hypothesis import settings as hypothesis_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("ALTSCORE_DATA_DIR", ROOT.parent / "shared" / "data"))
+GMSC_DATA = DATA_DIR / "give_me_some_credit" / "cs-training.csv"
+GMSC_SPEC = ROOT / "specs" / "gmsc.yaml"
+MODEL_NAME = "altscore-gmsc"
+
+hypothesis_settings.register_profile("ci", deadline=None, print_blob=True)
+hypothesis_settings.register_profile("dev", deadline=None, max_examples=50)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class TrainedModel:
+    state_dir: Path
+    version: str
+    auc: float
+    run_id: str
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
+    """The default training config on the real GMSC file, registered in a fresh MLflow store."""
+    if not GMSC_DATA.is_file():
+        pytest.fail(f"Give Me Some Credit is missing at {GMSC_DATA}")
+    from rich.console import Console
+    from training.run import train_and_register
+    from training.settings import TrainingSettings
+    from training.train import TrainParams
+
+    state = tmp_path_factory.mktemp("state")
+    settings = TrainingSettings(state_dir=state, data_dir=DATA_DIR, model_name=MODEL_NAME)
+    outcome = train_and_register(
+        settings,
+        spec_path=GMSC_SPEC,
+        data_path=GMSC_DATA,
+        params=TrainParams(),
+        console=Console(stderr=True, quiet=True),
+    )
+    assert outcome.champion_set
+    return TrainedModel(state, outcome.version.version, outcome.evaluation.auc, outcome.run_id)
+
+
+@dataclass
+class ServerProcess:
+    proc: subprocess.Popen[bytes]
+    grpc_port: int
+    metrics_port: int
+    log_path: Path
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 20.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return int(self.proc.returncode)
+
+
+def health_status(target: str, service: str = "") -> int:
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
+        return int(response.status)
+
+
+def start_server(
+    state_dir: Path, log_path: Path, *, wait_serving: bool, **env: str
+) -> ServerProcess:
+    grpc_port, metrics_port = free_port(), free_port()
+    full_env = {
+        **os.environ,
+        "ALTSCORE_STATE_DIR": str(state_dir),
+        "ALTSCORE_GRPC_PORT": str(grpc_port),
+        "ALTSCORE_METRICS_PORT": str(metrics_port),
+        "ALTSCORE_REGISTRY_POLL_SECONDS": "1",
+        **env,
+    }
+    log_file = log_path.open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scoring_server"],
+        cwd=ROOT,
+        env=full_env,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
+    server = ServerProcess(proc, grpc_port, metrics_port, log_path)
+    want = health_pb2.HealthCheckResponse.SERVING if wait_serving else None
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{server.log()}")
+        try:
+            status = health_status(server.target)
+            if want is None or status == want:
+                return server
+        except grpc.RpcError:
+            pass
+        time.sleep(0.2)
+    server.stop()
+    raise TimeoutError(f"server not ready in time:\n{server.log()}")
+
+
+@pytest.fixture(scope="session")
+def server(
+    trained: TrainedModel, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """A server on the trained champion, with small limits to test them."""
+    log_path = tmp_path_factory.mktemp("logs") / "server.log"
+    srv = start_server(
+        trained.state_dir,
+        log_path,
+        wait_serving=True,
+        ALTSCORE_MAX_BATCH_SIZE="50",
+        ALTSCORE_MAX_MESSAGE_BYTES="65536",
+    )
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def channel(server: ServerProcess) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(server.target) as ch:
+        yield ch

@@ -1,0 +1,192 @@
+"""One training run: data -> features (Rust kernels) -> XGBoost -> evaluation and report ->
+model bundle -> MLflow run and model version -> alias ``champion`` when gates pass and none exists.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from credit_core import ModelBundle, ReferenceSample, ScoringPolicy
+from credit_core.registry import MlflowRegistry, ModelVersionRef
+from feature_kernels import FeaturePipeline, load_spec
+from training.dataset import labels, load_frame, stratified_split
+from training.evaluate import Evaluation, evaluate
+from training.report import write_report
+from training.settings import TrainingSettings
+from training.train import TrainParams, fit, predict_margin
+
+__all__ = ["TrainOutcome", "train_and_register"]
+
+log = logging.getLogger(__name__)
+CHAMPION = "champion"
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    version: ModelVersionRef
+    evaluation: Evaluation
+    best_iteration: int
+    champion_set: bool
+    run_id: str
+
+
+@contextmanager
+def _step(console: Console, text: str) -> Iterator[None]:
+    t0 = time.perf_counter()
+    with console.status(text):
+        yield
+    console.log(f"{text} done in {time.perf_counter() - t0:.1f} s")
+
+
+def train_and_register(
+    settings: TrainingSettings,
+    *,
+    spec_path: Path,
+    data_path: Path,
+    params: TrainParams,
+    champion: str = "if-missing",
+    console: Console | None = None,
+) -> TrainOutcome:
+    """Train on ``data_path`` with ``spec_path`` and register the model.
+
+    ``champion``: ``if-missing`` sets the alias only when none exists, ``always`` moves it,
+    ``never`` leaves it. The alias is set only when the holdout AUC passes ``settings.min_auc``.
+    """
+    console = console or Console(stderr=True)
+    spec = load_spec(spec_path)
+    pipeline = FeaturePipeline(spec)
+
+    with _step(console, f"loading {data_path}"):
+        frame = load_frame(data_path, spec)
+        y = labels(frame, spec)
+    with _step(console, f"building {pipeline.n_features} features for {len(y):,} rows"):
+        x = pipeline.transform_frame(frame)
+    split = stratified_split(y, settings.test_size, settings.seed)
+
+    with Progress(
+        TextColumn("boosting"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("rounds (max)"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("boosting", total=params.max_rounds)
+        result = fit(
+            x[split.train],
+            y[split.train],
+            monotone=pipeline.monotone,
+            params=params,
+            seed=settings.seed,
+            on_round=lambda n: progress.update(task, completed=n),
+        )
+    console.log(f"boosting stopped: best iteration {result.best_iteration}")
+
+    x_test, y_test = x[split.test], y[split.test]
+    margin_test = predict_margin(result.booster, x_test)
+    pd_test = 1.0 / (1.0 + np.exp(-margin_test))
+    evaluation = evaluate(y_test, pd_test)
+    metrics = evaluation.metrics()
+    console.log(
+        f"holdout AUC {evaluation.auc:.4f}  Gini {evaluation.gini:.4f}  KS {evaluation.ks:.4f}  "
+        f"Brier {evaluation.brier:.5f}  (n={evaluation.n:,}, seed={settings.seed})"
+    )
+
+    rng = np.random.default_rng(settings.seed)
+    n_ref = min(settings.reference_rows, len(split.test))
+    ref_rows = np.sort(rng.choice(len(split.test), size=n_ref, replace=False))
+    reference = ReferenceSample(features=x_test[ref_rows], margin=margin_test[ref_rows])
+
+    policy = ScoringPolicy()
+    scores = np.array([policy.score(float(p)) for p in pd_test])
+    details: dict[str, str | float | int] = {
+        "spec": f"{spec.name} v{spec.version}",
+        "data": str(data_path),
+        "rows": len(y),
+        "holdout": f"stratified {settings.test_size:.0%}, random_state={settings.seed}",
+        "best_iteration": result.best_iteration,
+        "schema_hash": pipeline.schema_hash,
+    }
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    metadata = {
+        "spec_name": spec.name,
+        "spec_version": spec.version,
+        "schema_hash": pipeline.schema_hash,
+        "feature_names": pipeline.feature_names,
+        "metrics": metrics,
+        "training": {
+            **details,
+            "created_at": now,
+            "params": params.as_params(),
+            "train_rows": len(split.train),
+            "test_rows": len(split.test),
+        },
+    }
+    registry = MlflowRegistry(settings.tracking_uri(), settings.mlflow_root / "artifacts")
+    with tempfile.TemporaryDirectory(prefix="altscore-train-") as tmp:
+        bundle_dir = Path(tmp) / "model"
+        report_dir = Path(tmp) / "report"
+        with _step(console, "writing model bundle and report"):
+            ModelBundle.write(
+                bundle_dir,
+                booster_json=bytes(result.booster.save_raw(raw_format="json")),
+                spec_file=spec_path,
+                reference=reference,
+                metadata=metadata,
+            )
+            write_report(
+                report_dir,
+                title=f"{spec.name} v{spec.version}: holdout evaluation",
+                y_true=y_test,
+                pd=pd_test,
+                score=scores,
+                evaluation=evaluation,
+                details=details,
+            )
+        with _step(console, f"logging to MLflow ({registry.tracking_uri})"):
+            run_id = registry.log_run(
+                settings.experiment,
+                run_name=f"{spec.name}-v{spec.version}-{now}",
+                params={
+                    **params.as_params(),
+                    "spec": spec.name,
+                    "spec_version": spec.version,
+                    "data": str(data_path),
+                    "seed": settings.seed,
+                    "test_size": settings.test_size,
+                    "best_iteration": result.best_iteration,
+                },
+                metrics={f"holdout_{k}": v for k, v in metrics.items()},
+                artifacts={"model": bundle_dir, "report": report_dir},
+                tags={"spec": spec.name, "schema_hash": pipeline.schema_hash},
+            )
+            version = registry.register(
+                settings.model_name,
+                run_id,
+                "model",
+                tags={"schema_hash": pipeline.schema_hash, "auc": f"{evaluation.auc:.5f}"},
+            )
+    console.log(f"registered {version.name} version {version.version} (run {run_id})")
+
+    champion_set = False
+    if evaluation.auc < settings.min_auc:
+        console.log(f"gate failed: AUC {evaluation.auc:.4f} < {settings.min_auc}; no alias set")
+    elif champion == "always" or (
+        champion == "if-missing" and registry.get_alias(settings.model_name, CHAMPION) is None
+    ):
+        registry.set_alias(settings.model_name, CHAMPION, version.version)
+        champion_set = True
+        console.log(f"alias {CHAMPION!r} -> version {version.version}")
+    return TrainOutcome(version, evaluation, result.best_iteration, champion_set, run_id)

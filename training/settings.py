@@ -1,0 +1,44 @@
+"""Settings of the training worker, built once in ``__main__`` and passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["TrainingSettings"]
+
+
+class TrainingSettings(BaseSettings):
+    """Environment variables use the prefix ``ALTSCORE_`` (``ALTSCORE_DATA_DIR`` ...)."""
+
+    model_config = SettingsConfigDict(env_prefix="ALTSCORE_", extra="ignore")
+
+    data_dir: Path = Path("../shared/data")
+    """Folder of the shared credit datasets."""
+    state_dir: Path = Path("var")
+    """Local state: the MLflow store, reports, compiled-model cache."""
+    mlflow_tracking_uri: str | None = None
+    """MLflow store; default ``sqlite:///<state_dir>/mlflow/mlflow.db``."""
+    experiment: str = "altscore-training"
+    """MLflow experiment the runs go to."""
+    model_name: str = "altscore-gmsc"
+    """Registered model name."""
+    seed: int = 42
+    """Seed of the holdout split, the early-stopping split and XGBoost."""
+    test_size: float = Field(0.2, gt=0, lt=1)
+    """Share of rows held out for evaluation (stratified)."""
+    reference_rows: int = Field(2000, ge=10)
+    """Holdout rows stored with the model for parity gates and drift."""
+    min_auc: float = Field(0.6, ge=0, le=1)
+    """Gate: a model below this holdout AUC is registered but never given an alias."""
+
+    @property
+    def mlflow_root(self) -> Path:
+        return self.state_dir / "mlflow"
+
+    def tracking_uri(self) -> str:
+        from credit_core.registry import local_tracking_uri
+
+        return self.mlflow_tracking_uri or local_tracking_uri(self.mlflow_root)
