@@ -48,6 +48,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainedModel:
     if not GMSC_DATA.is_file():
         pytest.fail(f"Give Me Some Credit is missing at {GMSC_DATA}")
     from rich.console import Console
+
     from training.run import train_and_register
     from training.settings import TrainingSettings
     from training.train import TrainParams

@@ -11,9 +11,6 @@ import numpy as np
 import polars as pl
 import pytest
 import xgboost as xgb
-from credit_core import ScoringPolicy
-from credit_core.bundle import ModelBundle
-from feature_kernels import FeaturePipeline, load_spec
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
@@ -22,6 +19,9 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from grpc_status import rpc_status
 from prometheus_client.parser import text_string_to_metric_families
 
+from credit_core import ScoringPolicy
+from credit_core.bundle import ModelBundle
+from feature_kernels import FeaturePipeline, load_spec
 from scoring_server.grpc._proto import scoring_pb2 as pb
 from scoring_server.grpc._proto import scoring_pb2_grpc as pb_grpc
 from tests.conftest import GMSC_DATA, GMSC_SPEC, ServerProcess, TrainedModel, health_status
@@ -56,7 +56,8 @@ def stub(channel: grpc.Channel) -> pb_grpc.ScoringStub:
 def violations_of(status: status_pb2.Status) -> dict[str, str]:
     assert status.code == code_pb2.INVALID_ARGUMENT, status
     bad = error_details_pb2.BadRequest()
-    assert len(status.details) == 1 and status.details[0].Unpack(bad)
+    assert len(status.details) == 1
+    assert status.details[0].Unpack(bad)
     return {v.field: v.description for v in bad.field_violations}
 
 
@@ -136,14 +137,17 @@ def test_model_info(stub: pb_grpc.ScoringStub, trained: TrainedModel) -> None:
     info = stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=5)
     (model,) = info.models
     assert model.model.version == trained.version
-    assert model.spec_name == "gmsc" and len(model.schema_hash) == 64
+    assert model.spec_name == "gmsc"
+    assert len(model.schema_hash) == 64
     inputs = {i.name: i for i in model.inputs}
     assert set(inputs) == set(GOOD)
-    assert inputs["age"].min == 18 and inputs["age"].required
+    assert inputs["age"].min == 18
+    assert inputs["age"].required
     assert not inputs["monthly_income"].required
     assert model.features[0] == "revolving_utilization"
     assert abs(model.metrics["auc"] - trained.auc) < 1e-9
-    assert info.policy.base_score == 600 and info.policy.pdo == 20
+    assert info.policy.base_score == 600
+    assert info.policy.pdo == 20
 
 
 # -- bad input: every class, unary and in a stream ----------------------------------------------
@@ -318,4 +322,5 @@ def test_scores_are_finite_for_extreme_valid_inputs(stub: pb_grpc.ScoringStub) -
         request("extreme", revolving_utilization=1e6, debt_ratio=1e7, monthly_income=0, age=120),
         timeout=5,
     )
-    assert np.isfinite(response.pd) and 0 <= response.pd <= 1
+    assert np.isfinite(response.pd)
+    assert 0 <= response.pd <= 1
