@@ -54,6 +54,18 @@ serve: install  ## Train a default model if the registry has no champion, then s
 	$(RUN) python -m training ensure-champion
 	$(RUN) python -m scoring_server
 
+.PHONY: bench
+bench: install  ## In-process micro-benchmarks against XGBoost; rewrites benchmarks/RESULTS.md
+	$(RUN) python -m training ensure-champion
+	$(RUN) python -m benchmarks.inprocess --write benchmarks/RESULTS.md
+
+GRPCURL_VERSION := v1.9.3
+HEALTH_PROBE_VERSION := v0.4.61
+.PHONY: tools
+tools:  ## Install grpcurl and grpc-health-probe with `go install` (pinned) into $(shell go env GOPATH 2>/dev/null)/bin
+	go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
+	go install github.com/grpc-ecosystem/grpc-health-probe@$(HEALTH_PROBE_VERSION)
+
 .PHONY: clean
 clean:  ## Remove local state (MLflow store, compiled models) and build output
 	rm -rf var feature_kernels/target .mypy_cache .ruff_cache .pytest_cache

@@ -11,6 +11,8 @@ from credit_core import ScoringPolicy
 
 __all__ = ["ServerSettings"]
 
+_POLICY = ScoringPolicy()
+
 
 class ServerSettings(BaseSettings):
     """Environment variables use the prefix ``ALTSCORE_`` (``ALTSCORE_GRPC_PORT`` ...)."""
@@ -43,15 +45,15 @@ class ServerSettings(BaseSettings):
     """Request ids remembered per stream to reject duplicates."""
     shutdown_grace_seconds: float = Field(5.0, ge=0)
     """On SIGTERM: time in-flight calls get to finish."""
-    base_score: float = 600.0
+    base_score: float = _POLICY.base_score
     """Points at ``base_odds`` (odds of good)."""
-    base_odds: float = 50.0
+    base_odds: float = _POLICY.base_odds
     """Odds of good (non-default : default) that earn ``base_score`` points."""
-    pdo: float = 20.0
+    pdo: float = _POLICY.pdo
     """Points to double the odds."""
-    approve_below: float = 0.08
+    approve_below: float = _POLICY.approve_below
     """PD below this: APPROVE."""
-    decline_from: float = 0.20
+    decline_from: float = _POLICY.decline_from
     """PD at or above this: DECLINE (between: REVIEW)."""
 
     def tracking_uri(self) -> str:

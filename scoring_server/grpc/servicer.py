@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import TypeVar
 
 import grpc
 from grpc_status import rpc_status
@@ -18,6 +19,9 @@ from scoring_server.service import RecentIds, ScoringService
 
 __all__ = ["ScoringServicer"]
 
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+
 
 class ScoringServicer(pb_grpc.ScoringServicer):
     def __init__(
@@ -31,36 +35,42 @@ class ScoringServicer(pb_grpc.ScoringServicer):
         self.metrics.requests.labels(rpc, code.name).inc()
         self.metrics.latency.labels(rpc).observe(time.perf_counter() - started)
 
+    async def _unary(
+        self,
+        rpc: str,
+        context: grpc.aio.ServicerContext[_Req, _Resp],
+        handle: Callable[[], _Resp],
+    ) -> _Resp:
+        """Run ``handle``, count it, and turn any error into its rich status."""
+        started = time.perf_counter()
+        try:
+            response = handle()
+        except Exception as e:
+            self._observe(rpc, status_code_of(e), started)
+            await context.abort_with_status(rpc_status.to_status(to_status_proto(e)))
+            raise  # abort_with_status always raises; this keeps the type checker honest
+        self._observe(rpc, grpc.StatusCode.OK, started)
+        return response
+
     async def Score(
         self,
         request: pb.ScoreRequest,
         context: grpc.aio.ServicerContext[pb.ScoreRequest, pb.ScoreResponse],
     ) -> pb.ScoreResponse:
-        started = time.perf_counter()
-        try:
-            response = to_pb(self.service.score(to_domain(request)))
-        except Exception as e:
-            self._observe("Score", status_code_of(e), started)
-            await context.abort_with_status(rpc_status.to_status(to_status_proto(e)))
-            raise  # abort_with_status always raises; this keeps the type checker honest
-        self._observe("Score", grpc.StatusCode.OK, started)
-        return response
+        return await self._unary(
+            "Score", context, lambda: to_pb(self.service.score(to_domain(request)))
+        )
 
     async def ScoreBatch(
         self,
         request: pb.ScoreBatchRequest,
         context: grpc.aio.ServicerContext[pb.ScoreBatchRequest, pb.ScoreBatchResponse],
     ) -> pb.ScoreBatchResponse:
-        started = time.perf_counter()
-        try:
+        def handle() -> pb.ScoreBatchResponse:
             results = self.service.score_batch([to_domain(r) for r in request.requests])
-            response = pb.ScoreBatchResponse(results=[to_pb(r) for r in results])
-        except Exception as e:
-            self._observe("ScoreBatch", status_code_of(e), started)
-            await context.abort_with_status(rpc_status.to_status(to_status_proto(e)))
-            raise
-        self._observe("ScoreBatch", grpc.StatusCode.OK, started)
-        return response
+            return pb.ScoreBatchResponse(results=[to_pb(r) for r in results])
+
+        return await self._unary("ScoreBatch", context, handle)
 
     async def ScoreStream(
         self,
@@ -90,7 +100,8 @@ class ScoringServicer(pb_grpc.ScoringServicer):
         request: pb.GetModelInfoRequest,
         context: grpc.aio.ServicerContext[pb.GetModelInfoRequest, pb.GetModelInfoResponse],
     ) -> pb.GetModelInfoResponse:
-        started = time.perf_counter()
-        response = model_info_to_pb(self.service.model, self.service.policy)
-        self._observe("GetModelInfo", grpc.StatusCode.OK, started)
-        return response
+        return await self._unary(
+            "GetModelInfo",
+            context,
+            lambda: model_info_to_pb(self.service.model, self.service.policy),
+        )

@@ -324,3 +324,21 @@ def test_scores_are_finite_for_extreme_valid_inputs(stub: pb_grpc.ScoringStub) -
     )
     assert np.isfinite(response.pd)
     assert 0 <= response.pd <= 1
+
+
+def test_readme_python_client(server: ServerProcess) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    done = subprocess.run(
+        [sys.executable, "-m", "examples.score_client", server.target],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "decision=DECISION_" in done.stdout
+    assert "model=altscore-gmsc v" in done.stdout
