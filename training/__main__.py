@@ -75,9 +75,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if ns.command == "ensure-champion":
-            from credit_core.registry import MlflowRegistry
-
-            registry = MlflowRegistry(settings.tracking_uri(), settings.mlflow_root / "artifacts")
+            registry = settings.registry()
             current = registry.get_alias(settings.model_name, CHAMPION)
             if current is not None:
                 console.log(f"{settings.model_name}@{CHAMPION} is version {current.version}")

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from credit_core import ModelBundle, ReferenceSample, ScoringPolicy
-from credit_core.registry import MlflowRegistry, ModelVersionRef
+from credit_core.registry import ModelVersionRef
 from feature_kernels import FeaturePipeline, load_spec
 from training.dataset import labels, load_frame, stratified_split
 from training.evaluate import Evaluation, evaluate
@@ -134,7 +134,7 @@ def train_and_register(
             "test_rows": len(split.test),
         },
     }
-    registry = MlflowRegistry(settings.tracking_uri(), settings.mlflow_root / "artifacts")
+    registry = settings.registry()
     with tempfile.TemporaryDirectory(prefix="altscore-train-") as tmp:
         bundle_dir = Path(tmp) / "model"
         report_dir = Path(tmp) / "report"

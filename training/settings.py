@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from credit_core.registry import MlflowRegistry
 
 __all__ = ["TrainingSettings"]
 
@@ -37,6 +41,16 @@ class TrainingSettings(BaseSettings):
     @property
     def mlflow_root(self) -> Path:
         return self.state_dir / "mlflow"
+
+    def artifact_root(self) -> Path | None:
+        """Artifact folder of new experiments in the default local store; a remote MLflow server
+        (``mlflow_tracking_uri`` set) chooses its own."""
+        return None if self.mlflow_tracking_uri else self.mlflow_root / "artifacts"
+
+    def registry(self) -> MlflowRegistry:
+        from credit_core.registry import MlflowRegistry
+
+        return MlflowRegistry(self.tracking_uri(), self.artifact_root())
 
     def tracking_uri(self) -> str:
         from credit_core.registry import local_tracking_uri
