@@ -12,12 +12,12 @@ from scoring_server.settings import ServerSettings
 
 
 async def _run(settings: ServerSettings) -> None:
-    app = ScoringApp(settings)
-    await app.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    app = ScoringApp(settings)
+    await app.start()
     await stop.wait()
     logging.getLogger("scoring_server").info("signal received: draining")
     await app.stop()

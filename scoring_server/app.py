@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 from credit_core import ModelNotReady, ModelRejectedError, RegistryError
 from credit_core.registry import MlflowRegistry
@@ -18,6 +21,36 @@ __all__ = ["ScoringApp"]
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
+
+_T = TypeVar("_T")
+
+
+def _in_daemon_thread(fn: Callable[[], _T]) -> asyncio.Future[_T]:
+    """Run blocking work (registry calls, compilation) off the event loop in a daemon thread, so a
+    SIGTERM during a long compile never waits for it (asyncio.to_thread's executor would)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[_T] = loop.create_future()
+
+    def settle(result: _T | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def target() -> None:
+        try:
+            result, error = fn(), None
+        except BaseException as e:
+            result, error = None, e
+        try:
+            loop.call_soon_threadsafe(settle, result, error)
+        except RuntimeError:  # the loop closed while we worked: nobody waits for the answer
+            pass
+
+    threading.Thread(target=target, name="model-loader", daemon=True).start()
+    return future
 
 
 class ScoringApp:
@@ -66,9 +99,9 @@ class ScoringApp:
         rejected: str | None = None
         while True:
             try:
-                version = await asyncio.to_thread(self.loader.resolve, CHAMPION)
+                version = await _in_daemon_thread(lambda: self.loader.resolve(CHAMPION))
                 if version.version != rejected:
-                    model = await asyncio.to_thread(self.loader.load, CHAMPION)
+                    model = await _in_daemon_thread(lambda: self.loader.load(CHAMPION))
                     self.service.set_model(model)
                     self.metrics.model_loads.labels("loaded").inc()
                     if self._health is not None:
@@ -83,7 +116,7 @@ class ScoringApp:
                 )
             except ModelRejectedError as e:
                 self.metrics.model_loads.labels("rejected").inc()
-                rejected = getattr(e, "version", None) or version.version
+                rejected = version.version  # not retried until the alias moves
                 log.error("model refused: %s; waiting for another version", e)
             await asyncio.sleep(self.settings.registry_poll_seconds)
 

@@ -3,7 +3,9 @@ and real scoring servers (``python -m scoring_server`` subprocesses on 127.0.0.1
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -13,9 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import settings as hypothesis_settings
+
+from credit_core.registry import MlflowRegistry, local_tracking_uri
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("ALTSCORE_DATA_DIR", ROOT.parent / "shared" / "data"))
@@ -156,3 +161,34 @@ def server(
 def channel(server: ServerProcess) -> Iterator[grpc.Channel]:
     with grpc.insecure_channel(server.target) as ch:
         yield ch
+
+
+def register_tampered(state_dir: Path, tmp: Path, alias: str, tamper: str) -> None:
+    """Register a copy of the champion's bundle with one part altered, under ``alias``."""
+    registry = MlflowRegistry(
+        local_tracking_uri(state_dir / "mlflow"), state_dir / "mlflow" / "artifacts"
+    )
+    source = registry.get_alias(MODEL_NAME, "champion")
+    assert source is not None
+    original = registry.download(source, tmp / "orig")
+    bundle = tmp / "tampered"
+    shutil.copytree(original, bundle)
+    if tamper == "reference":
+        with np.load(bundle / "reference.npz") as z:
+            features, margin = z["features"], z["margin"].copy()
+        margin[:5] += 0.01  # XGBoost "said" something else than the compiled library will
+        np.savez_compressed(bundle / "reference.npz", features=features, margin=margin)
+    elif tamper == "schema":
+        meta = json.loads((bundle / "metadata.json").read_text())
+        meta["schema_hash"] = "0" * 64
+        (bundle / "metadata.json").write_text(json.dumps(meta))
+    run_id = registry.log_run(
+        "tampered",
+        run_name=tamper,
+        params={},
+        metrics={},
+        artifacts={"model": bundle},
+        tags={},
+    )
+    version = registry.register(MODEL_NAME, run_id, "model", tags={"tampered": tamper})
+    registry.set_alias(MODEL_NAME, alias, version.version)

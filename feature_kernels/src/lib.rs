@@ -15,7 +15,7 @@ use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1};
 use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyDict, PyList, PyString, PyTuple};
 
 use crate::error::{KernelError, Violation};
 use crate::plan::{InputKind, InputSlot, Plan, RowInputs};
@@ -69,7 +69,7 @@ fn violations_to_py<'py>(py: Python<'py>, v: &[Violation]) -> PyResult<Bound<'py
 struct RawRow {
     numeric: Vec<Option<f64>>,
     categorical: Vec<Option<String>>,
-    /// Inputs sent in the wrong map: their absence in the right map is not reported again.
+    /// Inputs already reported (wrong map or wrong value type): not reported again as missing.
     misplaced: Vec<String>,
     violations: Vec<Violation>,
 }
@@ -100,10 +100,12 @@ fn read_row(
                 row.misplaced.push(key);
             }
             Some(InputSlot::Numeric(i)) => match v.extract::<f64>() {
-                Ok(x) => row.numeric[*i] = Some(x),
-                Err(_) => row
-                    .violations
-                    .push(Violation::new(field, "wrong type: must be a number")),
+                Ok(x) if !v.is_instance_of::<PyBool>() => row.numeric[*i] = Some(x),
+                _ => {
+                    row.violations
+                        .push(Violation::new(field, "wrong type: must be a number"));
+                    row.misplaced.push(key);
+                }
             },
         }
     }
@@ -121,12 +123,15 @@ fn read_row(
                 ));
                 row.misplaced.push(key);
             }
-            Some(InputSlot::Categorical(i)) => match v.cast::<PyString>() {
-                Ok(s) => row.categorical[*i] = Some(s.to_str()?.to_owned()),
-                Err(_) => row
-                    .violations
-                    .push(Violation::new(field, "wrong type: must be a string")),
-            },
+            Some(InputSlot::Categorical(i)) => {
+                if let Ok(s) = v.cast::<PyString>() {
+                    row.categorical[*i] = Some(s.to_str()?.to_owned());
+                } else {
+                    row.violations
+                        .push(Violation::new(field, "wrong type: must be a string"));
+                    row.misplaced.push(key);
+                }
+            }
         }
     }
     Ok(row)
@@ -400,8 +405,9 @@ fn columns_eval(
             // Row path fields are "numeric.x"/"categorical.x"; columns are named by the input.
             let column = v
                 .field
-                .split_once('.')
-                .map_or(v.field.as_str(), |(_, name)| name)
+                .strip_prefix("numeric.")
+                .or_else(|| v.field.strip_prefix("categorical."))
+                .unwrap_or(v.field.as_str())
                 .to_string();
             let seen = per_column.entry(column.clone()).or_insert(0);
             *seen += 1;

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +15,13 @@ from grpc_health.v1 import health_pb2
 
 from scoring_server.grpc._proto import scoring_pb2 as pb
 from scoring_server.grpc._proto import scoring_pb2_grpc as pb_grpc
-from tests.conftest import ServerProcess, health_status, start_server
+from tests.conftest import (
+    ServerProcess,
+    TrainedModel,
+    health_status,
+    register_tampered,
+    start_server,
+)
 
 
 @pytest.fixture(scope="module")
@@ -52,3 +60,28 @@ def test_sigterm_stops_cleanly(tmp_path: Path) -> None:
     assert time.monotonic() - started < 15
     assert "draining" in srv.log()
     assert "stopped" in srv.log()
+
+
+def test_refused_champion_never_serves(trained: TrainedModel, tmp_path: Path) -> None:
+    """A champion that fails the parity gate is refused: health stays NOT_SERVING, calls answer
+    UNAVAILABLE, the log says why and the refusal is counted."""
+    state = tmp_path / "state"
+    shutil.copytree(trained.state_dir / "mlflow", state / "mlflow")
+    register_tampered(state, tmp_path, "champion", "reference")
+    srv = start_server(state, tmp_path / "server.log", wait_serving=False)
+    try:
+        deadline = time.monotonic() + 120
+        while "model refused" not in srv.log() and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert "differ from XGBoost's" in srv.log()
+        assert health_status(srv.target) == health_pb2.HealthCheckResponse.NOT_SERVING
+        with grpc.insecure_channel(srv.target) as channel:
+            with pytest.raises(grpc.RpcError) as info:
+                pb_grpc.ScoringStub(channel).Score(
+                    pb.ScoreRequest(request_id="r", applicant=pb.Applicant()), timeout=5
+                )
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        body = urllib.request.urlopen(f"http://127.0.0.1:{srv.metrics_port}/metrics", timeout=5)
+        assert 'credit_scoring_model_loads_total{outcome="rejected"} 1.0' in body.read().decode()
+    finally:
+        srv.stop()

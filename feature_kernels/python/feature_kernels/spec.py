@@ -5,7 +5,7 @@ mean "missing", imputation), the derived features the model sees (in order), the
 direction and the human reason text used for adverse-action notices. ``load_spec`` validates the
 file; every problem is reported with the file, the key and what is wrong::
 
-    specs/gmsc.yaml: features[3].boundaries: must be strictly increasing
+    specs/gmsc.yaml: features[3].boundaries: must be a non-empty, strictly increasing list
 
 The normalised form (``FeatureSpec.plan_json``) is what the Rust kernels compile.
 """
@@ -13,7 +13,6 @@ The normalised form (``FeatureSpec.plan_json``) is what the Rust kernels compile
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from itertools import pairwise
 from pathlib import Path
@@ -38,7 +37,7 @@ class SpecError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class InputDef(_Strict):
@@ -56,28 +55,47 @@ class InputDef(_Strict):
     """Column name in the training data, when it differs from the input name."""
     description: str = ""
 
-    @model_validator(mode="after")
-    def _check(self) -> InputDef:
+    def problems(self) -> list[tuple[str, str]]:
+        """(key, problem) pairs; checked after parsing so each names its exact key."""
+        out: list[tuple[str, str]] = []
         if self.type == "categorical":
-            if self.range is not None or self.missing_codes:
-                raise ValueError("range and missing_codes apply to numeric inputs only")
+            for key in ("range", "missing_codes"):
+                if key in self.model_fields_set and getattr(self, key):
+                    out.append((key, "applies to numeric inputs only"))
             if self.impute is not None and not isinstance(self.impute, str):
-                raise ValueError("impute of a categorical input must be a string")
+                out.append(("impute", "must be a string for a categorical input"))
         else:
             if isinstance(self.impute, str):
-                raise ValueError("impute of a numeric input must be a number")
+                out.append(("impute", "must be a number for a numeric input"))
             if self.range is not None:
                 lo, hi = self.range
                 if lo is not None and hi is not None and lo > hi:
-                    raise ValueError(f"range lower bound {lo} is above upper bound {hi}")
-            for v in [*self.missing_codes, *(self.range or ())]:
-                if v is not None and not math.isfinite(v):
-                    raise ValueError("range and missing_codes must be finite numbers")
-        return self
+                    out.append(("range", f"lower bound {lo} is above upper bound {hi}"))
+        return out
 
 
 Monotone = Literal["increasing", "decreasing", "none"]
-_OPS = ("value", "clip", "log1p", "ratio", "bucketize", "missing_indicator", "ordinal", "one_hot")
+_NEEDS: dict[str, tuple[str, ...]] = {
+    "value": ("input",),
+    "clip": ("input",),
+    "log1p": ("input",),
+    "ratio": ("numerator", "denominator"),
+    "bucketize": ("input", "boundaries"),
+    "missing_indicator": ("input",),
+    "ordinal": ("input", "mapping"),
+    "one_hot": ("input", "categories"),
+}
+_ALLOWED: dict[str, set[str]] = {
+    "value": {"input"},
+    "clip": {"input", "min", "max"},
+    "log1p": {"input"},
+    "ratio": {"numerator", "denominator", "on_zero"},
+    "bucketize": {"input", "boundaries"},
+    "missing_indicator": {"input"},
+    "ordinal": {"input", "mapping", "unknown"},
+    "one_hot": {"input", "categories", "unknown"},
+}
+_OP_KEYS = set().union(*_ALLOWED.values())
 
 
 class FeatureDef(_Strict):
@@ -103,54 +121,29 @@ class FeatureDef(_Strict):
     output: bool = True
     """False for an intermediate that only feeds later features."""
 
-    @model_validator(mode="after")
-    def _check(self) -> FeatureDef:
-        needs: dict[str, tuple[str, ...]] = {
-            "value": ("input",),
-            "clip": ("input",),
-            "log1p": ("input",),
-            "ratio": ("numerator", "denominator"),
-            "bucketize": ("input", "boundaries"),
-            "missing_indicator": ("input",),
-            "ordinal": ("input", "mapping"),
-            "one_hot": ("input", "categories"),
-        }
-        allowed = {
-            "value": {"input"},
-            "clip": {"input", "min", "max"},
-            "log1p": {"input"},
-            "ratio": {"numerator", "denominator", "on_zero"},
-            "bucketize": {"input", "boundaries"},
-            "missing_indicator": {"input"},
-            "ordinal": {"input", "mapping", "unknown"},
-            "one_hot": {"input", "categories", "unknown"},
-        }[self.op]
-        for key in needs[self.op]:
+    def problems(self) -> list[tuple[str, str]]:
+        """(key, problem) pairs; checked after parsing so each names its exact key."""
+        out: list[tuple[str, str]] = []
+        for key in _NEEDS[self.op]:
             if getattr(self, key) is None:
-                raise ValueError(f"op {self.op!r} needs {key!r}")
-        op_keys = {
-            "input", "numerator", "denominator", "min", "max", "on_zero",
-            "boundaries", "mapping", "categories", "unknown",
-        }  # fmt: skip
-        for key in sorted((op_keys & self.model_fields_set) - allowed):
-            raise ValueError(f"key {key!r} does not apply to op {self.op!r}")
+                out.append((key, f"op {self.op!r} needs this key"))
+        for key in sorted((_OP_KEYS & self.model_fields_set) - _ALLOWED[self.op]):
+            out.append((key, f"does not apply to op {self.op!r}"))
         if self.op == "clip" and self.min is not None and self.max is not None:
             if self.min > self.max:
-                raise ValueError(f"min {self.min} is above max {self.max}")
+                out.append(("max", f"{self.max} is below min {self.min}"))
         if self.boundaries is not None:
             b = self.boundaries
-            if not b or any(not math.isfinite(x) for x in b) or any(x >= y for x, y in pairwise(b)):
-                raise ValueError(
-                    "boundaries must be a non-empty list of finite, strictly increasing numbers"
-                )
+            if not b or any(x >= y for x, y in pairwise(b)):
+                out.append(("boundaries", "must be a non-empty, strictly increasing list"))
         if self.categories is not None:
             if not self.categories or len(set(self.categories)) != len(self.categories):
-                raise ValueError("categories must be a non-empty list without duplicates")
+                out.append(("categories", "must be a non-empty list without duplicates"))
         if self.op == "one_hot" and self.monotone != "none":
-            raise ValueError("a one_hot feature cannot carry a monotone constraint")
+            out.append(("monotone", "a one_hot feature cannot carry a monotone constraint"))
         if self.output and not self.reason.strip():
-            raise ValueError("an output feature needs a human 'reason' text")
-        return self
+            out.append(("reason", "an output feature needs a human reason text"))
+        return out
 
     def operands(self) -> list[str]:
         """Names this feature reads."""
@@ -257,6 +250,10 @@ def _loc(loc: tuple[int | str, ...]) -> str:
 def _cross_check(spec: FeatureSpec) -> list[str]:
     """Checks across keys: operands exist, have the right type and come before their use."""
     problems: list[str] = []
+    for name, d in spec.inputs.items():
+        problems.extend(f"inputs.{name}.{key}: {msg}" for key, msg in d.problems())
+    for i, f in enumerate(spec.features):
+        problems.extend(f"features[{i}].{key}: {msg}" for key, msg in f.problems())
     numeric = {n for n, d in spec.inputs.items() if d.type != "categorical"}
     categorical = {n for n, d in spec.inputs.items() if d.type == "categorical"}
     derived: set[str] = set()
@@ -291,7 +288,10 @@ def parse_spec(data: Mapping[str, Any], source: str = "<spec>") -> FeatureSpec:
     try:
         spec = FeatureSpec.model_validate(data)
     except ValidationError as e:
-        lines = [f"{source}: {_loc(err['loc'])}: {err['msg']}" for err in e.errors()]
+        lines = [
+            f"{source}: {_loc(err['loc'])}: {err['msg'].removeprefix('Value error, ')}"
+            for err in e.errors()
+        ]
         raise SpecError("\n".join(lines)) from None
     problems = _cross_check(spec)
     if problems:
