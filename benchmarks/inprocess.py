@@ -106,7 +106,7 @@ def main() -> int:
                 f"predict {n} row(s): compiled (TL2cgen Predictor) vs XGBoost inplace_predict",
                 f"{t_c * 1e6:.1f} µs ({n / t_c:,.0f} rows/s)",
                 f"{t_x * 1e6:.1f} µs ({n / t_x:,.0f} rows/s)",
-                f"{t_x / t_c:.2f}×",
+                f"{t_x / t_c:.2f}x",
             )
         )
     trees = booster.num_boosted_rounds()
@@ -122,10 +122,11 @@ def main() -> int:
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}; "
         f"Python {platform.python_version()}, XGBoost {xgb.__version__}, "
-        f"Treelite {treelite.__version__}, TL2cgen {tl2cgen.__version__}, feature_kernels {feature_kernels.__version__} "
+        f"Treelite {treelite.__version__}, TL2cgen {tl2cgen.__version__}, "
+        f"feature_kernels {feature_kernels.__version__} "
         f"({feature_kernels.build_profile}).",
         "",
-        "| what | ours | XGBoost (same run) | XGBoost time ÷ ours |",
+        "| what | ours | XGBoost (same run) | XGBoost time / ours |",
         "|---|---|---|---|",
         *(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows),
         "",

@@ -10,7 +10,7 @@ from typing import TypeVar
 
 from credit_core import ModelNotReady, ModelRejectedError, RegistryError
 from credit_core.registry import MlflowRegistry
-from scoring_server.grpc.server import Health, create_server
+from scoring_server.grpc.server import GrpcServer, create_server
 from scoring_server.loader import ModelLoader
 from scoring_server.metrics import ServerMetrics
 from scoring_server.service import ScoringService
@@ -73,18 +73,15 @@ class ScoringApp:
         )
         self.grpc_port = 0
         self.metrics_port = 0
-        self._health: Health | None = None
-        self._server: object | None = None
+        self._server: GrpcServer | None = None
         self._loading: asyncio.Task[None] | None = None
-        self.model_ready = asyncio.Event()
 
     async def start(self) -> None:
         self.metrics_port = self.metrics.serve(self.settings.host, self.settings.metrics_port)
-        server, self.grpc_port, self._health = await create_server(
-            self.settings, self.service, self.metrics
-        )
+        server = await create_server(self.settings, self.service, self.metrics)
         await server.start()
         self._server = server
+        self.grpc_port = server.port
         log.info(
             "serving gRPC on %s:%d, metrics on http://%s:%d/metrics (health NOT_SERVING until a "
             "model is loaded)",
@@ -104,9 +101,8 @@ class ScoringApp:
                     model = await _in_daemon_thread(lambda: self.loader.load(CHAMPION))
                     self.service.set_model(model)
                     self.metrics.model_loads.labels("loaded").inc()
-                    if self._health is not None:
-                        await self._health.set_serving(True)
-                    self.model_ready.set()
+                    if self._server is not None:
+                        await self._server.health.set_serving(True)
                     log.info("health SERVING: %s v%s", model.ref.name, model.ref.version)
                     return
             except (ModelNotReady, RegistryError) as e:
@@ -124,16 +120,6 @@ class ScoringApp:
         """Stop accepting, let in-flight calls finish within the grace period."""
         if self._loading is not None:
             self._loading.cancel()
-        if self._health is not None:
-            await self._health.shutdown()
-        import grpc
-
-        if isinstance(self._server, grpc.aio.Server):
+        if self._server is not None:
             await self._server.stop(self.settings.shutdown_grace_seconds)
         log.info("stopped")
-
-    async def wait(self) -> None:
-        import grpc
-
-        if isinstance(self._server, grpc.aio.Server):
-            await self._server.wait_for_termination()

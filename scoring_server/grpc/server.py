@@ -13,7 +13,7 @@ from scoring_server.metrics import ServerMetrics
 from scoring_server.service import ScoringService
 from scoring_server.settings import ServerSettings
 
-__all__ = ["SERVICE_NAME", "Health", "create_server"]
+__all__ = ["SERVICE_NAME", "GrpcServer", "Health", "create_server"]
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["Scoring"].full_name
 
@@ -37,10 +37,27 @@ class Health:
         await self.servicer.enter_graceful_shutdown()
 
 
+class GrpcServer:
+    """The bound grpc.aio server, its port and its health, behind start / stop."""
+
+    def __init__(self, server: grpc.aio.Server, port: int, health: Health) -> None:
+        self._server = server
+        self.port = port
+        self.health = health
+
+    async def start(self) -> None:
+        await self._server.start()
+
+    async def stop(self, grace_seconds: float) -> None:
+        """NOT_SERVING first, then stop accepting; in-flight calls get ``grace_seconds``."""
+        await self.health.shutdown()
+        await self._server.stop(grace_seconds)
+
+
 async def create_server(
     settings: ServerSettings, service: ScoringService, metrics: ServerMetrics
-) -> tuple[grpc.aio.Server, int, Health]:
-    """A server with every service added, bound but not started; returns the bound port."""
+) -> GrpcServer:
+    """A server with every service added, bound but not started."""
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -65,4 +82,4 @@ async def create_server(
     port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
     if port == 0:
         raise OSError(f"cannot bind gRPC on {settings.host}:{settings.grpc_port}")
-    return server, port, state
+    return GrpcServer(server, port, state)
