@@ -44,6 +44,7 @@ class ModelLoader:
     ) -> None:
         self.registry = registry
         self.model_name = model_name
+        state_dir = state_dir.resolve()  # MLflow answers with absolute paths
         self.models_dir = state_dir / "models"
         self.cache_dir = state_dir / "compiled"
         self.parity_tolerance = parity_tolerance
@@ -105,7 +106,7 @@ class ModelLoader:
             tmp = target.with_name(target.name + ".partial")
             shutil.rmtree(tmp, ignore_errors=True)
             path = self.registry.download(version, tmp)
-            if path != tmp / "model":
+            if path.resolve() != (tmp / "model").resolve():
                 raise ModelRejectedError(f"version {version.version}: unexpected layout {path}")
             shutil.rmtree(target, ignore_errors=True)
             tmp.rename(target)

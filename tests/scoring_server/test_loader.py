@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -39,3 +40,12 @@ def test_schema_gate_refuses_model(trained: TrainedModel, tmp_path: Path) -> Non
     register_tampered(trained.state_dir, tmp_path, "bad-schema", "schema")
     with pytest.raises(SchemaMismatch, match="schema hash"):
         _loader(trained.state_dir).load("bad-schema")
+
+
+def test_relative_state_dir(trained: TrainedModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make serve` runs with the default relative state dir `var`."""
+    monkeypatch.chdir(trained.state_dir.parent)
+    relative = Path(trained.state_dir.name)
+    shutil.rmtree(trained.state_dir / "models", ignore_errors=True)  # force a fresh download
+    model = _loader(relative).load("champion")
+    assert model.ref.version == trained.version
