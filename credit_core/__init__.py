@@ -6,6 +6,7 @@ from credit_core.bundle import ModelBundle, ReferenceSample
 from credit_core.domain import Decision, ModelRef, ScoreResult, ScoringPolicy
 from credit_core.errors import (
     CreditError,
+    FeatureStoreError,
     InvalidRequestError,
     ModelNotReady,
     ModelRejectedError,
@@ -16,6 +17,7 @@ from credit_core.errors import (
 __all__ = [
     "CreditError",
     "Decision",
+    "FeatureStoreError",
     "InvalidRequestError",
     "ModelBundle",
     "ModelNotReady",

@@ -7,6 +7,8 @@ Layout::
     reference.npz    features (float32 [n, k]) and XGBoost's margins (float64 [n]) for parity gates
                      and, later, drift
     metadata.json    spec name/version, schema hash, feature names, metrics, training details
+    entities.parquet (specs with entity inputs) every entity's features as of training: fills the
+                     embedded online store of a laptop run
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ BOOSTER = "booster.json"
 SPEC = "spec.yaml"
 REFERENCE = "reference.npz"
 METADATA = "metadata.json"
+ENTITIES = "entities.parquet"
+ENTITY_ID = "entity_id"
+"""The id column of the entity snapshot."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +62,11 @@ class ModelBundle:
     @property
     def spec_path(self) -> Path:
         return self.path / SPEC
+
+    @property
+    def entities_path(self) -> Path | None:
+        p = self.path / ENTITIES
+        return p if p.is_file() else None
 
     @property
     def schema_hash(self) -> str:

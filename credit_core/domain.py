@@ -79,3 +79,7 @@ class ScoreResult:
     score: int
     decision: Decision
     model: ModelRef
+    defaulted: tuple[str, ...] = ()
+    """Entity inputs not found in the feature store (missing policy applied)."""
+    degraded: bool = False
+    """The feature store failed and the spec allowed scoring without it."""

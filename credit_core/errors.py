@@ -4,6 +4,7 @@
 
     CreditError
     ├── InvalidRequestError      bad input; carries every (field, description) violation
+    ├── FeatureStoreError        the online feature store failed or timed out
     ├── ModelNotReady            no model loaded yet
     ├── ModelRejectedError       a model failed a gate (compile, parity) and is not served
     │   └── SchemaMismatch       its schema hash does not match its feature spec
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 
 __all__ = [
     "CreditError",
+    "FeatureStoreError",
     "InvalidRequestError",
     "ModelNotReady",
     "ModelRejectedError",
@@ -35,6 +37,10 @@ class InvalidRequestError(CreditError):
         self.violations: list[tuple[str, str]] = list(violations)
         text = "; ".join(f"{f}: {d}" for f, d in self.violations)
         super().__init__(f"invalid request: {text}")
+
+
+class FeatureStoreError(CreditError):
+    """The online feature store failed or timed out."""
 
 
 class ModelNotReady(CreditError):

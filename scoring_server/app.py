@@ -6,12 +6,15 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable
+from functools import partial
 from typing import TypeVar
 
 from credit_core import ModelNotReady, ModelRejectedError, RegistryError
+from credit_core.bundle import ENTITY_ID
+from credit_core.feature_store import InMemoryFeatureStore, rows_from_records, store_from_url
 from credit_core.registry import MlflowRegistry
 from scoring_server.grpc.server import GrpcServer, create_server
-from scoring_server.loader import ModelLoader
+from scoring_server.loader import LoadedModel, ModelLoader
 from scoring_server.metrics import ServerMetrics
 from scoring_server.service import ScoringService
 from scoring_server.settings import ServerSettings
@@ -53,6 +56,26 @@ def _in_daemon_thread(fn: Callable[[], _T]) -> asyncio.Future[_T]:
     return future
 
 
+def fill_embedded_store(store: InMemoryFeatureStore, model: LoadedModel) -> int:
+    """The embedded store of a laptop run gets the entity snapshot stored with the model."""
+    entity = model.entity
+    path = model.bundle.entities_path
+    if entity is None or path is None:
+        return 0
+    import polars as pl
+
+    rows = rows_from_records(
+        pl.read_parquet(path).iter_rows(named=True),
+        id_field=ENTITY_ID,
+        categorical=entity.categorical,
+    )
+    version = f"model-{model.ref.version}"
+    written = store.publish(entity.namespace, version, rows, ttl_seconds=None)
+    store.activate(entity.namespace, version)
+    log.info("embedded feature store: %d entities for %s", written, entity.namespace)
+    return written
+
+
 class ScoringApp:
     """Starts serving at once (health NOT_SERVING, calls UNAVAILABLE) and loads the champion in
     the background; health turns SERVING when a model passed every gate."""
@@ -68,8 +91,13 @@ class ScoringApp:
             parity_tolerance=settings.parity_tolerance,
             parallel_units=settings.compile_parallel_units,
         )
+        self.store = store_from_url(settings.redis_url)
         self.service = ScoringService(
-            settings.policy(), max_batch_size=settings.max_batch_size, metrics=self.metrics
+            settings.policy(),
+            max_batch_size=settings.max_batch_size,
+            metrics=self.metrics,
+            store=self.store,
+            store_timeout=settings.feature_store_timeout_seconds,
         )
         self.grpc_port = 0
         self.metrics_port = 0
@@ -99,6 +127,9 @@ class ScoringApp:
                 version = await _in_daemon_thread(lambda: self.loader.resolve(CHAMPION))
                 if version.version != rejected:
                     model = await _in_daemon_thread(lambda: self.loader.load(CHAMPION))
+                    embedded = self.store
+                    if isinstance(embedded, InMemoryFeatureStore):
+                        await _in_daemon_thread(partial(fill_embedded_store, embedded, model))
                     self.service.set_model(model)
                     self.metrics.model_loads.labels("loaded").inc()
                     if self._server is not None:

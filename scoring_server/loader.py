@@ -12,12 +12,36 @@ import numpy as np
 
 from credit_core import ModelBundle, ModelNotReady, ModelRef, ModelRejectedError, SchemaMismatch
 from credit_core.registry import ModelRegistry, ModelVersionRef
-from feature_kernels import FeaturePipeline, SpecError, load_spec
+from feature_kernels import FeaturePipeline, FeatureSpec, SpecError, load_spec
 from scoring_server.runtime import CompiledModel
 
-__all__ = ["LoadedModel", "ModelLoader"]
+__all__ = ["EntityLookup", "LoadedModel", "ModelLoader"]
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EntityLookup:
+    """What a model needs from the online feature store (from its spec's entity inputs)."""
+
+    namespace: str
+    inputs: tuple[str, ...]
+    overridable: frozenset[str]
+    categorical: frozenset[str]
+    optional: bool
+
+    @classmethod
+    def of(cls, spec: FeatureSpec) -> EntityLookup | None:
+        names = tuple(spec.entity_inputs())
+        if not names or spec.entity is None:
+            return None
+        return cls(
+            namespace=spec.store_namespace(),
+            inputs=names,
+            overridable=frozenset(n for n in names if spec.inputs[n].overridable),
+            categorical=frozenset(n for n in names if spec.inputs[n].type == "categorical"),
+            optional=spec.entity.optional,
+        )
 
 
 @dataclass
@@ -30,6 +54,13 @@ class LoadedModel:
     runtime: CompiledModel
     parity_max_abs_diff: float
     loaded_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+
+    @property
+    def entity(self) -> EntityLookup | None:
+        return self._entity
+
+    def __post_init__(self) -> None:
+        self._entity = EntityLookup.of(self.pipeline.spec)
 
 
 class ModelLoader:

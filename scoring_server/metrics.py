@@ -58,6 +58,23 @@ class ServerMetrics:
             registry=self.registry,
         )
 
+        self.store_failures = Counter(
+            "credit_scoring_feature_store_failures",
+            "Feature-store lookups that failed or timed out.",
+            registry=self.registry,
+        )
+        self.store_latency = Histogram(
+            "credit_scoring_feature_store_lookup_duration_seconds",
+            "Time of one feature-store lookup (one round trip per request or micro-batch).",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.degraded = Counter(
+            "credit_scoring_degraded_answers",
+            "Answers given without feature-store values because the store failed.",
+            registry=self.registry,
+        )
+
     def serve(self, host: str, port: int) -> int:
         """Start the /metrics HTTP server in a daemon thread; returns the bound port."""
         server, _thread = start_http_server(port, addr=host, registry=self.registry)

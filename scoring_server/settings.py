@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from credit_core import ScoringPolicy
@@ -31,6 +31,13 @@ class ServerSettings(BaseSettings):
     """MLflow store; default ``sqlite:///<state_dir>/mlflow/mlflow.db``."""
     model_name: str = "altscore-gmsc"
     """Registered model to serve (alias ``champion``)."""
+    redis_url: str | None = Field(
+        None, validation_alias=AliasChoices("ALTSCORE_REDIS_URL", "REDIS_URL")
+    )
+    """Online feature store (``REDIS_URL`` works too). Unset: the embedded in-process store,
+    filled from the served model's entity snapshot."""
+    feature_store_timeout_seconds: float = Field(0.025, gt=0)
+    """Longest wait for one feature-store lookup; then the answer is degraded or UNAVAILABLE."""
     registry_poll_seconds: float = Field(5.0, gt=0)
     """While no champion exists, how often the registry is asked again."""
     parity_tolerance: float = Field(1e-5, gt=0)

@@ -192,3 +192,14 @@ def register_tampered(state_dir: Path, tmp: Path, alias: str, tamper: str) -> No
     )
     version = registry.register(MODEL_NAME, run_id, "model", tags={"tampered": tamper})
     registry.set_alias(MODEL_NAME, alias, version.version)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``redis-server`` for the session (free loopback port, persistence off). Tests that
+    kill or freeze a server start their own ``tests.redis_server.RedisServer`` instead."""
+    from tests.redis_server import RedisServer
+
+    server = RedisServer(workdir=tmp_path_factory.mktemp("redis")).start()
+    yield server.url
+    server.stop()

@@ -8,6 +8,7 @@ python -m training ensure-champion      # train the default model when no champi
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import logging
 import sys
 from pathlib import Path
@@ -44,6 +45,36 @@ def _default_data(settings: TrainingSettings, console: Console) -> Path:
     return write_synthetic_gmsc(synthetic)
 
 
+def _publish(ns: argparse.Namespace, settings: TrainingSettings, console: Console) -> int:
+    from credit_core import CreditError
+    from credit_core.feature_store import store_from_url
+    from feature_kernels import SpecError, load_spec
+    from training.publish import publish_entities
+
+    if settings.redis_url is None:
+        console.print(
+            "[red]publish needs REDIS_URL[/] (the embedded store lives inside the server; it is "
+            "filled from the model bundle's entity snapshot)"
+        )
+        return 2
+    try:
+        spec = load_spec(ns.spec)
+        store = store_from_url(settings.redis_url)
+        version, rows = publish_entities(
+            spec,
+            ns.data.parent,
+            store,
+            as_of=ns.as_of or dt.datetime.now(dt.UTC),
+            ttl_seconds=ns.ttl_seconds,
+            console=console,
+        )
+    except (SpecError, FileNotFoundError, ValueError, CreditError) as e:
+        console.print(f"[red]publish failed:[/] {e}")
+        return 2
+    print(f"{spec.store_namespace()} version={version} rows={rows}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -62,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument(
                 "--champion", choices=["if-missing", "always", "never"], default="if-missing"
             )
+    pub = sub.add_parser("publish", help="publish entity features to the online store (Redis)")
+    pub.add_argument("--spec", type=Path, required=True)
+    pub.add_argument("--data", type=Path, required=True, help="application file; tables beside it")
+    pub.add_argument("--as-of", type=dt.datetime.fromisoformat, default=None, help="default: now")
+    pub.add_argument("--ttl-seconds", type=int, default=None)
     ns = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     console = Console(stderr=True)
@@ -73,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     from feature_kernels import FeatureError, SpecError
     from training.run import CHAMPION, train_and_register
 
+    if ns.command == "publish":
+        return _publish(ns, settings, console)
     try:
         if ns.command == "ensure-champion":
             registry = settings.registry()

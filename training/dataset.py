@@ -10,6 +10,7 @@ import numpy.typing as npt
 import polars as pl
 
 from feature_kernels import FeatureSpec
+from training.entity import day_number, entity_features
 
 __all__ = ["Split", "labels", "load_frame", "stratified_split"]
 
@@ -17,7 +18,9 @@ NULL_VALUES = ["NA", ""]
 
 
 def load_frame(path: Path, spec: FeatureSpec) -> pl.DataFrame:
-    """Read a CSV/TSV/Parquet file lazily and keep the spec's columns plus the target."""
+    """Read a CSV/TSV/Parquet file lazily, keep the spec's columns plus the target, read the
+    spec's ``dates`` as day numbers and join the entity features point in time (history tables
+    are found next to ``path``)."""
     if not path.is_file():
         raise FileNotFoundError(f"training data not found: {path}")
     suffixes = path.suffixes
@@ -26,13 +29,32 @@ def load_frame(path: Path, spec: FeatureSpec) -> pl.DataFrame:
     else:
         sep = "\t" if ".tsv" in suffixes else ","
         lf = pl.scan_csv(path, separator=sep, null_values=NULL_VALUES, infer_schema_length=10000)
-    wanted = [spec.column_of(n) for n in spec.inputs] + [spec.target.column]
+    entity_inputs = set(spec.entity_inputs())
+    wanted = [spec.column_of(n) for n in spec.inputs if n not in entity_inputs]
+    wanted.append(spec.target.column)
+    if spec.entity is not None:
+        wanted += [spec.entity.key, spec.entity.as_of]
     schema = lf.collect_schema()
     missing = [c for c in wanted if c not in schema]
     if spec.target.column in missing:
         raise ValueError(f"{path}: target column {spec.target.column!r} is missing")
-    present = [c for c in wanted if c in schema]
-    return lf.select(present).collect()
+    if spec.entity is not None and (spec.entity.key in missing or spec.entity.as_of in missing):
+        raise ValueError(
+            f"{path}: entity columns {spec.entity.key!r}/{spec.entity.as_of!r} missing"
+        )
+    present = list(dict.fromkeys(c for c in wanted if c in schema))
+    lf = lf.select(present)
+    dates = [c for c in spec.dates if c in present]
+    frame = (lf.with_columns([day_number(c) for c in dates]) if dates else lf).collect()
+    if spec.entity is None:
+        return frame
+    features = entity_features(
+        frame.get_column(spec.entity.key),
+        frame.get_column(spec.entity.as_of),
+        spec.entity,
+        path.parent,
+    )
+    return pl.concat([frame, features], how="horizontal")
 
 
 def labels(frame: pl.DataFrame, spec: FeatureSpec) -> npt.NDArray[np.int8]:

@@ -18,10 +18,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from credit_core import ModelBundle, ReferenceSample, ScoringPolicy
+from credit_core.bundle import ENTITIES
 from credit_core.registry import ModelVersionRef
 from feature_kernels import FeaturePipeline, load_spec
 from training.dataset import labels, load_frame, stratified_split
 from training.evaluate import Evaluation, evaluate
+from training.publish import entity_snapshot
 from training.report import write_report
 from training.settings import TrainingSettings
 from training.train import TrainParams, fit, predict_margin
@@ -146,6 +148,10 @@ def train_and_register(
                 reference=reference,
                 metadata=metadata,
             )
+            if spec.entity is not None:
+                entity_snapshot(spec, data_path.parent, dt.datetime.now(dt.UTC)).write_parquet(
+                    bundle_dir / ENTITIES
+                )
             write_report(
                 report_dir,
                 title=f"{spec.name} v{spec.version}: holdout evaluation",

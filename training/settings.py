@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
@@ -35,6 +35,10 @@ class TrainingSettings(BaseSettings):
     """Share of rows held out for evaluation (stratified)."""
     reference_rows: int = Field(2000, ge=10)
     """Holdout rows stored with the model for parity gates and drift."""
+    redis_url: str | None = Field(
+        None, validation_alias=AliasChoices("ALTSCORE_REDIS_URL", "REDIS_URL")
+    )
+    """Online feature store for ``publish`` (``REDIS_URL`` works too)."""
     min_auc: float = Field(0.6, ge=0, le=1)
     """Gate: a model below this holdout AUC is registered but never given an alias."""
 

@@ -77,6 +77,11 @@ pub enum Op {
     MissingIndicator {
         input: String,
     },
+    Difference {
+        left: String,
+        right: String,
+        scale: f64,
+    },
     Ordinal {
         input: String,
         mapping: BTreeMap<String, f64>,
@@ -102,6 +107,9 @@ pub struct PlanDef {
     pub version: u32,
     pub inputs: Vec<InputDef>,
     pub features: Vec<FeatureDef>,
+    /// How entity inputs are aggregated offline: not evaluated here, but part of the schema hash.
+    #[serde(default)]
+    pub entity: Option<serde_json::Value>,
 }
 
 /// A numeric operand: a numeric input or an earlier derived feature, as a slot index.
@@ -116,6 +124,8 @@ enum Step {
     Ratio(Slot, Slot, Option<f64>),
     Bucketize(Slot, Vec<f64>),
     MissingIndicator(Slot),
+    CategoryMissing(usize),
+    Difference(Slot, Slot, f64),
     Ordinal(usize, BTreeMap<String, f64>, UnknownPolicy),
     OneHot(usize, Vec<String>, UnknownPolicy),
 }
@@ -233,7 +243,19 @@ impl Plan {
                     }
                     (Step::Bucketize(num(input)?, boundaries.clone()), 1)
                 }
-                Op::MissingIndicator { input } => (Step::MissingIndicator(num(input)?), 1),
+                Op::MissingIndicator { input } => match by_name.get(input.as_str()) {
+                    Some(InputSlot::Categorical(c)) => (Step::CategoryMissing(*c), 1),
+                    _ => (Step::MissingIndicator(num(input)?), 1),
+                },
+                Op::Difference { left, right, scale } => {
+                    if !scale.is_finite() {
+                        return Err(KernelError::Plan(format!(
+                            "feature {:?}: scale must be finite",
+                            f.name
+                        )));
+                    }
+                    (Step::Difference(num(left)?, num(right)?, *scale), 1)
+                }
                 Op::Ordinal {
                     input,
                     mapping,
@@ -417,6 +439,14 @@ impl Plan {
                 Step::Ratio(a, b, z) => numeric::ratio(scratch[a.0], scratch[b.0], *z),
                 Step::Bucketize(s, b) => numeric::bucketize(scratch[s.0], b),
                 Step::MissingIndicator(s) => numeric::missing_indicator(scratch[s.0]),
+                Step::CategoryMissing(c) => {
+                    if row.categorical[*c].is_none() {
+                        1.0
+                    } else {
+                        0.0
+                    }
+                }
+                Step::Difference(a, b, k) => numeric::difference(scratch[a.0], scratch[b.0], *k),
                 Step::Ordinal(c, mapping, unknown) => {
                     if let Some(v) = categorical::ordinal(row.categorical[*c], mapping) {
                         v

@@ -52,6 +52,8 @@ def to_pb(result: ScoreResult) -> pb.ScoreResponse:
         score=result.score,
         decision=_DECISION[result.decision],
         model=model_ref_to_pb(result.model),
+        defaulted_features=result.defaulted,
+        degraded=result.degraded,
     )
 
 

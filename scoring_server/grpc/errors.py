@@ -10,6 +10,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from credit_core import (
     CreditError,
+    FeatureStoreError,
     InvalidRequestError,
     ModelNotReady,
     ModelRejectedError,
@@ -28,6 +29,7 @@ _TABLE: list[tuple[type[CreditError], grpc.StatusCode]] = [
     (ModelNotReady, grpc.StatusCode.UNAVAILABLE),
     (ModelRejectedError, grpc.StatusCode.UNAVAILABLE),
     (RegistryError, grpc.StatusCode.UNAVAILABLE),
+    (FeatureStoreError, grpc.StatusCode.UNAVAILABLE),
 ]
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import grpc
@@ -39,12 +39,12 @@ class ScoringServicer(pb_grpc.ScoringServicer):
         self,
         rpc: str,
         context: grpc.aio.ServicerContext[_Req, _Resp],
-        handle: Callable[[], _Resp],
+        handle: Callable[[], Awaitable[_Resp]],
     ) -> _Resp:
         """Run ``handle``, count it, and turn any error into its rich status."""
         started = time.perf_counter()
         try:
-            response = handle()
+            response = await handle()
         except Exception as e:
             self._observe(rpc, status_code_of(e), started)
             await context.abort_with_status(rpc_status.to_status(to_status_proto(e)))
@@ -57,17 +57,18 @@ class ScoringServicer(pb_grpc.ScoringServicer):
         request: pb.ScoreRequest,
         context: grpc.aio.ServicerContext[pb.ScoreRequest, pb.ScoreResponse],
     ) -> pb.ScoreResponse:
-        return await self._unary(
-            "Score", context, lambda: to_pb(self.service.score(to_domain(request)))
-        )
+        async def handle() -> pb.ScoreResponse:
+            return to_pb(await self.service.score(to_domain(request)))
+
+        return await self._unary("Score", context, handle)
 
     async def ScoreBatch(
         self,
         request: pb.ScoreBatchRequest,
         context: grpc.aio.ServicerContext[pb.ScoreBatchRequest, pb.ScoreBatchResponse],
     ) -> pb.ScoreBatchResponse:
-        def handle() -> pb.ScoreBatchResponse:
-            results = self.service.score_batch([to_domain(r) for r in request.requests])
+        async def handle() -> pb.ScoreBatchResponse:
+            results = await self.service.score_batch([to_domain(r) for r in request.requests])
             return pb.ScoreBatchResponse(results=[to_pb(r) for r in results])
 
         return await self._unary("ScoreBatch", context, handle)
@@ -81,8 +82,8 @@ class ScoringServicer(pb_grpc.ScoringServicer):
         async for request in request_iterator:
             started = time.perf_counter()
             try:
-                outcome: ScoreResult | BaseException = self.service.score_each(
-                    [to_domain(request)], seen
+                outcome: ScoreResult | BaseException = (
+                    await self.service.score_each([to_domain(request)], seen)
                 )[0]
             except Exception as e:  # unexpected: this message fails, the stream goes on
                 outcome = e
@@ -100,8 +101,7 @@ class ScoringServicer(pb_grpc.ScoringServicer):
         request: pb.GetModelInfoRequest,
         context: grpc.aio.ServicerContext[pb.GetModelInfoRequest, pb.GetModelInfoResponse],
     ) -> pb.GetModelInfoResponse:
-        return await self._unary(
-            "GetModelInfo",
-            context,
-            lambda: model_info_to_pb(self.service.model, self.service.policy),
-        )
+        async def handle() -> pb.GetModelInfoResponse:
+            return model_info_to_pb(self.service.model, self.service.policy)
+
+        return await self._unary("GetModelInfo", context, handle)

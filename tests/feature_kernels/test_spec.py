@@ -315,8 +315,8 @@ BAD_SPECS: list[tuple[str, Mutation, str, str]] = [
     ),
     (
         "extra_feature_key",
-        lambda d: d["features"][0].update(scale=2),
-        "features[0].scale",
+        lambda d: d["features"][0].update(factor=2),
+        "features[0].factor",
         "Extra inputs are not permitted",
     ),
     (

@@ -8,8 +8,12 @@ compiled plan, so they agree bit for bit.
 from feature_kernels._core import FeatureError, PlanError, __version__, build_profile
 from feature_kernels.pipeline import FeaturePipeline, Violation, feature_error_violations
 from feature_kernels.spec import (
+    DeriveDef,
+    EntityDef,
+    EntityFeatureDef,
     FeatureDef,
     FeatureSpec,
+    HistoryTable,
     InputDef,
     SpecError,
     TargetDef,
@@ -18,10 +22,14 @@ from feature_kernels.spec import (
 )
 
 __all__ = [
+    "DeriveDef",
+    "EntityDef",
+    "EntityFeatureDef",
     "FeatureDef",
     "FeatureError",
     "FeaturePipeline",
     "FeatureSpec",
+    "HistoryTable",
     "InputDef",
     "PlanError",
     "SpecError",

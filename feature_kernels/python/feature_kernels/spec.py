@@ -22,8 +22,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = [
+    "DeriveDef",
+    "EntityDef",
+    "EntityFeatureDef",
     "FeatureDef",
     "FeatureSpec",
+    "HistoryTable",
     "InputDef",
     "SpecError",
     "TargetDef",
@@ -53,6 +57,11 @@ class InputDef(_Strict):
     """Value used when the input is missing; without it the model sees a missing value."""
     column: str | None = None
     """Column name in the training data, when it differs from the input name."""
+    source: Literal["request", "entity"] = "request"
+    """``entity``: looked up in the online store by applicant id (computed offline from history
+    tables, see ``entity``); ``request``: sent by the caller."""
+    overridable: bool = False
+    """For an entity input: whether a request may send its own value instead of the stored one."""
     description: str = ""
 
     def problems(self) -> list[tuple[str, str]]:
@@ -71,6 +80,8 @@ class InputDef(_Strict):
                 lo, hi = self.range
                 if lo is not None and hi is not None and lo > hi:
                     out.append(("range", f"lower bound {lo} is above upper bound {hi}"))
+        if self.overridable and self.source != "entity":
+            out.append(("overridable", "applies to entity inputs only"))
         return out
 
 
@@ -82,6 +93,7 @@ _NEEDS: dict[str, tuple[str, ...]] = {
     "ratio": ("numerator", "denominator"),
     "bucketize": ("input", "boundaries"),
     "missing_indicator": ("input",),
+    "difference": ("left", "right"),
     "ordinal": ("input", "mapping"),
     "one_hot": ("input", "categories"),
 }
@@ -92,6 +104,7 @@ _ALLOWED: dict[str, set[str]] = {
     "ratio": {"numerator", "denominator", "on_zero"},
     "bucketize": {"input", "boundaries"},
     "missing_indicator": {"input"},
+    "difference": {"left", "right", "scale"},
     "ordinal": {"input", "mapping", "unknown"},
     "one_hot": {"input", "categories", "unknown"},
 }
@@ -103,9 +116,20 @@ class FeatureDef(_Strict):
 
     name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
     op: Literal[
-        "value", "clip", "log1p", "ratio", "bucketize", "missing_indicator", "ordinal", "one_hot"
+        "value",
+        "clip",
+        "log1p",
+        "ratio",
+        "bucketize",
+        "missing_indicator",
+        "difference",
+        "ordinal",
+        "one_hot",
     ]
     input: str | None = None
+    left: str | None = None
+    right: str | None = None
+    scale: float = 1.0
     numerator: str | None = None
     denominator: str | None = None
     min: float | None = None
@@ -147,7 +171,59 @@ class FeatureDef(_Strict):
 
     def operands(self) -> list[str]:
         """Names this feature reads."""
-        return [n for n in (self.input, self.numerator, self.denominator) if n is not None]
+        names = (self.input, self.numerator, self.denominator, self.left, self.right)
+        return [n for n in names if n is not None]
+
+
+class DeriveDef(_Strict):
+    """An event-level column computed before aggregation."""
+
+    op: Literal["days_between"]
+    start: str
+    end: str
+    """``end - start`` in days (both date columns of the table)."""
+
+
+class HistoryTable(_Strict):
+    """A table of events (with ``time``) or static attributes (without) keyed by the entity."""
+
+    file: str
+    """Path relative to the folder of the application data file."""
+    key: str
+    time: str | None = None
+    """Event time (a date column): an event counts for an application only when it happened
+    strictly before the application's ``as_of`` date (point in time: no leakage)."""
+    dates: list[str] = Field(default_factory=list)
+    """Date columns, read as (fractional) days since 1970-01-01."""
+    derive: dict[str, DeriveDef] = Field(default_factory=dict)
+
+
+class EntityFeatureDef(_Strict):
+    """One entity-level aggregate; it feeds the input of the same name (``source: entity``)."""
+
+    name: str
+    table: str
+    agg: Literal["count", "sum", "mean", "min", "max", "rate", "attribute"]
+    column: str | None = None
+    above: float = 0.0
+    """``rate``: the share of events whose ``column`` is above this."""
+    window_days: Annotated[float, Field(gt=0)] | None = None
+    """Only events within this many days before ``as_of``."""
+
+
+class EntityDef(_Strict):
+    """How entity inputs are built from history tables, offline (training) and for publishing."""
+
+    name: str
+    key: str
+    """Application column holding the entity id (the request's ``applicant_id``)."""
+    as_of: str
+    """Application date column (listed in the spec's ``dates``)."""
+    optional: bool = True
+    """True: when the online store fails, score without entity features (answer flagged
+    degraded); False: such requests fail with UNAVAILABLE."""
+    tables: dict[str, HistoryTable]
+    features: list[EntityFeatureDef]
 
 
 class TargetDef(_Strict):
@@ -164,8 +240,11 @@ class FeatureSpec(_Strict):
     version: Annotated[int, Field(ge=1)]
     description: str = ""
     target: TargetDef
+    dates: list[str] = Field(default_factory=list)
+    """Columns of the application data holding dates, read as (fractional) days since 1970-01-01."""
     inputs: dict[str, InputDef]
     features: list[FeatureDef]
+    entity: EntityDef | None = None
 
     @model_validator(mode="after")
     def _check(self) -> FeatureSpec:
@@ -203,6 +282,8 @@ class FeatureSpec(_Strict):
             op: dict[str, Any] = {"kind": f.op}
             if f.op == "ratio":
                 op |= {"numerator": f.numerator, "denominator": f.denominator, "on_zero": f.on_zero}
+            elif f.op == "difference":
+                op |= {"left": f.left, "right": f.right, "scale": f.scale}
             else:
                 op["input"] = f.input
             if f.op == "clip":
@@ -214,7 +295,14 @@ class FeatureSpec(_Strict):
             elif f.op == "one_hot":
                 op |= {"categories": f.categories, "unknown": f.unknown}
             features.append({"name": f.name, "op": op, "output": f.output})
-        return {"name": self.name, "version": self.version, "inputs": inputs, "features": features}
+        entity = self.entity.model_dump(mode="json") if self.entity is not None else None
+        return {
+            "name": self.name,
+            "version": self.version,
+            "inputs": inputs,
+            "features": features,
+            "entity": entity,
+        }
 
     def plan_json(self) -> str:
         """``plan()`` as compact JSON."""
@@ -231,6 +319,14 @@ class FeatureSpec(_Strict):
             else:
                 out.append((f.name, f))
         return out
+
+    def entity_inputs(self) -> list[str]:
+        """Inputs served from the online store."""
+        return [n for n, d in self.inputs.items() if d.source == "entity"]
+
+    def store_namespace(self) -> str:
+        """Online-store namespace of this spec's entity features: name + version."""
+        return f"{self.name}.v{self.version}"
 
     def column_of(self, input_name: str) -> str:
         """The training-data column of an input."""
@@ -254,6 +350,7 @@ def _cross_check(spec: FeatureSpec) -> list[str]:
         problems.extend(f"inputs.{name}.{key}: {msg}" for key, msg in d.problems())
     for i, f in enumerate(spec.features):
         problems.extend(f"features[{i}].{key}: {msg}" for key, msg in f.problems())
+    problems.extend(_entity_problems(spec))
     numeric = {n for n, d in spec.inputs.items() if d.type != "categorical"}
     categorical = {n for n, d in spec.inputs.items() if d.type == "categorical"}
     derived: set[str] = set()
@@ -263,10 +360,12 @@ def _cross_check(spec: FeatureSpec) -> list[str]:
         if f.name in names:
             problems.append(f"{key}.name: {f.name!r} is already defined")
         names.add(f.name)
-        for field in ("input", "numerator", "denominator"):
+        for field in ("input", "numerator", "denominator", "left", "right"):
             ref = getattr(f, field)
             if ref is None:
                 continue
+            if f.op == "missing_indicator" and ref in categorical:
+                continue  # a categorical input may be checked for presence
             if f.op in ("ordinal", "one_hot"):
                 if ref not in categorical:
                     problems.append(f"{key}.{field}: {ref!r} is not a categorical input")
@@ -280,6 +379,48 @@ def _cross_check(spec: FeatureSpec) -> list[str]:
             derived.discard(f.name)  # one-hot columns cannot feed numeric operations
         else:
             derived.add(f.name)
+    return problems
+
+
+def _entity_problems(spec: FeatureSpec) -> list[str]:
+    declared = set(spec.entity_inputs())
+    if spec.entity is None:
+        return [f"inputs.{n}.source: 'entity' needs an 'entity' section" for n in sorted(declared)]
+    e = spec.entity
+    problems: list[str] = []
+    if e.as_of not in spec.dates:
+        problems.append(f"entity.as_of: {e.as_of!r} must be listed in 'dates'")
+    seen: set[str] = set()
+    for i, f in enumerate(e.features):
+        key = f"entity.features[{i}]"
+        if f.name in seen:
+            problems.append(f"{key}.name: {f.name!r} is already defined")
+        seen.add(f.name)
+        if f.name not in declared:
+            problems.append(f"{key}.name: {f.name!r} is not an input with source: entity")
+        table = e.tables.get(f.table)
+        if table is None:
+            problems.append(f"{key}.table: {f.table!r} is not in entity.tables")
+            continue
+        if f.agg != "count" and f.column is None:
+            problems.append(f"{key}.column: agg {f.agg!r} needs a column")
+        if f.agg == "attribute" and table.time is not None:
+            problems.append(f"{key}.agg: 'attribute' reads a table without 'time'")
+        if f.agg != "attribute" and table.time is None:
+            problems.append(f"{key}.agg: {f.agg!r} needs an event table (with 'time')")
+        if f.window_days is not None and table.time is None:
+            problems.append(f"{key}.window_days: needs an event table (with 'time')")
+    for name in sorted(declared - seen):
+        problems.append(f"inputs.{name}.source: no entity.features entry computes {name!r}")
+    for tname, t in e.tables.items():
+        if t.time is not None and t.time not in t.dates:
+            problems.append(f"entity.tables.{tname}.time: {t.time!r} must be listed in 'dates'")
+        for dname, d in t.derive.items():
+            for side in ("start", "end"):
+                if getattr(d, side) not in t.dates:
+                    problems.append(
+                        f"entity.tables.{tname}.derive.{dname}.{side}: must be listed in 'dates'"
+                    )
     return problems
 
 

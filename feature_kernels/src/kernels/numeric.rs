@@ -51,6 +51,12 @@ pub fn bucketize(x: f64, boundaries: &[f64]) -> f64 {
     boundaries.partition_point(|b| *b <= x) as f64
 }
 
+/// `(left - right) * scale` (e.g. days between two day numbers, in years). NaN if either is NaN.
+#[must_use]
+pub fn difference(left: f64, right: f64, scale: f64) -> f64 {
+    (left - right) * scale
+}
+
 /// 1 when the value is missing, else 0.
 #[must_use]
 pub fn missing_indicator(x: f64) -> f64 {
@@ -84,6 +90,12 @@ mod tests {
         assert_eq!(ratio(1.0, 0.0, Some(-1.0)), -1.0);
         assert_eq!(ratio(3.0, 2.0, None), 1.5);
         assert!(ratio(f64::NAN, 2.0, Some(0.0)).is_nan());
+    }
+
+    #[test]
+    fn difference_scales_and_propagates_missing() {
+        assert_eq!(difference(10.0, 4.0, 0.5), 3.0);
+        assert!(difference(f64::NAN, 4.0, 1.0).is_nan());
     }
 
     #[test]

@@ -84,18 +84,22 @@ class ModelRef(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., variant: _Optional[_Union[Variant, str]] = ...) -> None: ...
 
 class ScoreResponse(_message.Message):
-    __slots__ = ("request_id", "pd", "score", "decision", "model")
+    __slots__ = ("request_id", "pd", "score", "decision", "model", "defaulted_features", "degraded")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PD_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     DECISION_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    DEFAULTED_FEATURES_FIELD_NUMBER: _ClassVar[int]
+    DEGRADED_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     pd: float
     score: int
     decision: Decision
     model: ModelRef
-    def __init__(self, request_id: _Optional[str] = ..., pd: _Optional[float] = ..., score: _Optional[int] = ..., decision: _Optional[_Union[Decision, str]] = ..., model: _Optional[_Union[ModelRef, _Mapping]] = ...) -> None: ...
+    defaulted_features: _containers.RepeatedScalarFieldContainer[str]
+    degraded: bool
+    def __init__(self, request_id: _Optional[str] = ..., pd: _Optional[float] = ..., score: _Optional[int] = ..., decision: _Optional[_Union[Decision, str]] = ..., model: _Optional[_Union[ModelRef, _Mapping]] = ..., defaulted_features: _Optional[_Iterable[str]] = ..., degraded: _Optional[bool] = ...) -> None: ...
 
 class ScoreBatchRequest(_message.Message):
     __slots__ = ("requests",)
