@@ -40,8 +40,12 @@ lint: install  ## ruff, mypy (strict), cargo fmt --check, clippy -D warnings
 	$(RUN) mypy
 	cd feature_kernels && cargo fmt --check && cargo clippy --all-targets --quiet -- -D warnings
 
+.PHONY: redis
+redis:  ## Install redis-server (Debian package) if missing: the tests start their own
+	@command -v redis-server >/dev/null || (apt-get update && apt-get install -y --no-install-recommends redis-server)
+
 .PHONY: test
-test: install lint  ## The whole suite: lint, Rust unit tests, pytest (CI runs exactly this)
+test: install lint redis  ## The whole suite: lint, Rust unit tests, pytest (CI runs exactly this)
 	cd feature_kernels && cargo test --quiet
 	$(RUN) pytest
 

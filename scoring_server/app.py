@@ -9,7 +9,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import TypeVar
 
-from credit_core import ModelNotReady, ModelRejectedError, RegistryError
+from credit_core import FeatureStoreError, ModelNotReady, ModelRejectedError, RegistryError
 from credit_core.bundle import ENTITY_ID
 from credit_core.feature_store import InMemoryFeatureStore, rows_from_records, store_from_url
 from credit_core.registry import MlflowRegistry
@@ -130,6 +130,7 @@ class ScoringApp:
                     embedded = self.store
                     if isinstance(embedded, InMemoryFeatureStore):
                         await _in_daemon_thread(partial(fill_embedded_store, embedded, model))
+                    await self._warm_up_store(model)
                     self.service.set_model(model)
                     self.metrics.model_loads.labels("loaded").inc()
                     if self._server is not None:
@@ -146,6 +147,17 @@ class ScoringApp:
                 rejected = version.version  # not retried until the alias moves
                 log.error("model refused: %s; waiting for another version", e)
             await asyncio.sleep(self.settings.registry_poll_seconds)
+
+    async def _warm_up_store(self, model: LoadedModel) -> None:
+        """Open the feature-store connection before the first request needs it (a first connect
+        can take longer than the per-request budget)."""
+        if model.entity is None:
+            return
+        try:
+            await self.store.get_many(model.entity.namespace, ["warm-up"], timeout=2.0)
+            log.info("feature store ready: %r", self.store)
+        except FeatureStoreError as e:
+            log.warning("feature store not reachable yet (requests will retry): %s", e)
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight calls finish within the grace period."""

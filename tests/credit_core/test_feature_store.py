@@ -400,12 +400,13 @@ def test_redis_get_many_is_one_round_trip(
     assert delta["total"] <= 3  # GET, MGET and the first INFO itself
 
 
-def test_redis_corrupt_value_is_a_store_error(redis_url: str, ns: str) -> None:
+@pytest.mark.parametrize("raw", [b"\xff not json", b"{", b"42", b'"text"', b"[1]", b"{},{}"])
+def test_redis_corrupt_value_is_a_store_error(redis_url: str, ns: str, raw: bytes) -> None:
     store = RedisFeatureStore(redis_url)
     publish_active(store, ns, "v1", [("a", {"x": 1.0})])
     with redis.Redis.from_url(redis_url) as r:
-        r.set(data_key(ns, "v1", "b"), b"\xff not json")
-    with pytest.raises(FeatureStoreError, match=r"JSONDecodeError|UnicodeDecodeError"):
+        r.set(data_key(ns, "v1", "b"), raw)
+    with pytest.raises(FeatureStoreError, match=r"Decode|JSON object"):
         read(store, ns, ["a", "b"])
 
 
