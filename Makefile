@@ -59,9 +59,10 @@ serve: install  ## Train a default model if the registry has no champion, then s
 	$(RUN) python -m scoring_server
 
 .PHONY: bench
-bench: install  ## In-process micro-benchmarks against XGBoost; rewrites benchmarks/RESULTS.md
+bench: install redis  ## In-process micro-benchmarks against XGBoost; rewrites benchmarks/RESULTS.md
 	$(RUN) python -m training ensure-champion
 	$(RUN) python -m benchmarks.inprocess --write benchmarks/RESULTS.md
+	$(RUN) python -m benchmarks.enrichment --write benchmarks/RESULTS.md
 
 GRPCURL_VERSION := v1.9.3
 HEALTH_PROBE_VERSION := v0.4.61

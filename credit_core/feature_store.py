@@ -72,10 +72,13 @@ import json
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Protocol, cast
 from urllib.parse import urlsplit
+
+from redis.exceptions import RedisError
 
 from credit_core.errors import FeatureStoreError
 
@@ -235,6 +238,100 @@ def _safe_url(url: str) -> str:
 # --- Redis ------------------------------------------------------------------------------------
 
 
+class _RespConnection(asyncio.Protocol):
+    """One pipelined RESP connection for the read path, as an asyncio protocol: the commands of
+    one exchange go out in one write; replies are parsed by hiredis right in ``data_received`` and
+    handed, in order, to the exchange waiting for them (no reader task in between). redis-py's
+    asyncio client cost ~300 µs per lookup here; this is ~2-3x cheaper. A connection whose caller
+    gave up (timeout) is closed, so a late reply is never taken for the next call's."""
+
+    def __init__(self) -> None:
+        import hiredis
+
+        self._parser = hiredis.Reader()
+        self._reply_error = hiredis.ReplyError
+        # each waiter: (future, replies expected, replies so far)
+        self._waiting: deque[tuple[asyncio.Future[list[Any]], int, list[Any]]] = deque()
+        self._transport: asyncio.Transport | None = None
+        self.loop = asyncio.get_running_loop()
+        self.closed = False
+
+    @classmethod
+    async def open(cls, url: str) -> _RespConnection:
+        parts = urlsplit(url)
+        loop = asyncio.get_running_loop()
+        if parts.scheme == "unix":
+            _, conn = await loop.create_unix_connection(cls, parts.path)
+        else:
+            _, conn = await loop.create_connection(
+                cls,
+                parts.hostname or "127.0.0.1",
+                parts.port or 6379,
+                ssl=True if parts.scheme == "rediss" else None,
+            )
+        setup: list[list[bytes]] = []
+        if parts.password:
+            user = [parts.username.encode()] if parts.username else []
+            setup.append([b"AUTH", *user, parts.password.encode()])
+        db = parts.path.strip("/") if parts.scheme != "unix" else ""
+        if db and db != "0":
+            setup.append([b"SELECT", db.encode()])
+        if setup:
+            await conn.exchange(setup)
+        return conn
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+
+    def exchange(self, commands: Sequence[Sequence[bytes]]) -> asyncio.Future[list[Any]]:
+        """Write the commands at once; the future gets their replies, in order."""
+        if self.closed or self._transport is None:
+            raise ConnectionError("connection closed")
+        out = bytearray()
+        for command in commands:
+            out += b"*%d\r\n" % len(command)
+            for arg in command:
+                out += b"$%d\r\n%s\r\n" % (len(arg), arg)
+        future: asyncio.Future[list[Any]] = self.loop.create_future()
+        self._waiting.append((future, len(commands), []))
+        self._transport.write(out)
+        return future
+
+    def data_received(self, data: bytes) -> None:
+        self._parser.feed(data)
+        while (reply := self._parser.gets()) is not False:
+            if not self._waiting:
+                self.close()  # a reply nobody asked for: the stream is out of step
+                return
+            future, expected, replies = self._waiting[0]
+            replies.append(reply)
+            if len(replies) < expected:
+                continue
+            self._waiting.popleft()
+            if future.done():
+                continue
+            errors = [r for r in replies if isinstance(r, self._reply_error)]
+            if errors:
+                future.set_exception(RedisError(str(errors[0])))
+            else:
+                future.set_result(replies)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(ConnectionError(f"connection lost: {exc or 'closed by the server'}"))
+
+    def _fail(self, error: BaseException) -> None:
+        self.closed = True
+        while self._waiting:
+            future, _, _ = self._waiting.popleft()
+            if not future.done():
+                future.set_exception(error)
+
+    def close(self) -> None:
+        self._fail(ConnectionError("connection closed"))
+        if self._transport is not None:
+            self._transport.close()
+
+
 class RedisFeatureStore:
     """Features in Redis (see the module docstring for the key layout and read protocol).
 
@@ -265,8 +362,7 @@ class RedisFeatureStore:
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
         self.max_connections = max_connections
-        self._reader: redis.asyncio.Redis | None = None
-        self._reader_loop: asyncio.AbstractEventLoop | None = None
+        self._conn: _RespConnection | None = None
         self._writer: redis.Redis | None = None
         self._writer_lock = threading.Lock()
         self._seen: dict[str, str] = {}  # namespace -> the active version the last read saw
@@ -276,8 +372,6 @@ class RedisFeatureStore:
 
     @contextmanager
     def _mapped(self, what: str) -> Iterator[None]:
-        from redis.exceptions import RedisError
-
         try:
             yield
         except (RedisError, OSError, ValueError) as e:  # ValueError: a corrupt stored value
@@ -287,23 +381,26 @@ class RedisFeatureStore:
 
     # read side (asyncio)
 
-    def _read_client(self) -> redis.asyncio.Redis:
-        loop = asyncio.get_running_loop()
-        if self._reader is None or self._reader_loop is not loop:
-            import redis.asyncio
-            from redis.asyncio.retry import Retry
-            from redis.backoff import NoBackoff
+    async def _connection(self) -> _RespConnection:
+        conn = self._conn
+        if conn is None or conn.closed or conn.loop is not asyncio.get_running_loop():
+            self._conn = conn = await _RespConnection.open(self.url)
+        return conn
 
-            options: dict[str, Any] = {}
-            if self.max_connections is not None:
-                options["max_connections"] = self.max_connections
-            # One immediate retry replaces a pooled connection that died (server restarted);
-            # the caller's timeout bounds everything, so no socket timeouts are set here.
-            self._reader = redis.asyncio.Redis.from_url(
-                self.url, retry=Retry(NoBackoff(), 1), **options
-            )
-            self._reader_loop = loop
-        return self._reader
+    async def _exchange(self, commands: Sequence[Sequence[bytes]]) -> list[Any]:
+        """Send commands in one write and wait for their replies; a connection that broke
+        (server restarted) is replaced once at once; the caller's timeout bounds it all."""
+        for attempt in (1, 2):
+            conn = await self._connection()
+            try:
+                return await conn.exchange(commands)
+            except ConnectionError:
+                if attempt == 2:
+                    raise
+            except BaseException:  # timeout or cancellation: the reply order is unknown now
+                conn.close()
+                raise
+        raise AssertionError("unreachable")
 
     async def get_many(
         self,
@@ -320,22 +417,22 @@ class RedisFeatureStore:
         try:
             async with asyncio.timeout(timeout):
                 with self._mapped(f"read of {len(entity_ids)} ids in {namespace!r}"):
-                    client = self._read_client()
                     seen = self._seen.get(namespace)
                     values: list[bytes | None] = []
                     if seen is None:
-                        active = await client.get(pointer)
+                        (active,) = await self._exchange([[b"GET", pointer.encode()]])
                     else:
-                        pipe = client.pipeline(transaction=False)
-                        pipe.get(pointer)
-                        pipe.mget([f"{prefix}{seen}:{i}" for i in entity_ids])
-                        active, values = await pipe.execute()
+                        keys = [f"{prefix}{seen}:{i}".encode() for i in entity_ids]
+                        active, values = await self._exchange(
+                            [[b"GET", pointer.encode()], [b"MGET", *keys]]
+                        )
                     if active is None:
                         self._seen.pop(namespace, None)
                         return [None] * len(entity_ids)
                     version = active.decode()
                     if version != seen:
-                        values = await client.mget([f"{prefix}{version}:{i}" for i in entity_ids])
+                        keys = [f"{prefix}{version}:{i}".encode() for i in entity_ids]
+                        (values,) = await self._exchange([[b"MGET", *keys]])
                         self._seen[namespace] = version
                     return _decode_many(values)
         except TimeoutError as e:
@@ -345,12 +442,12 @@ class RedisFeatureStore:
             ) from e
 
     async def close(self) -> None:
-        reader, self._reader, self._reader_loop = self._reader, None, None
+        conn, self._conn = self._conn, None
         with self._writer_lock:
             writer, self._writer = self._writer, None
         try:
-            if reader is not None:
-                await reader.aclose()
+            if conn is not None:
+                conn.close()
         finally:
             if writer is not None:
                 writer.close()
