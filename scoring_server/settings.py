@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from credit_core import ScoringPolicy
@@ -36,6 +36,12 @@ class ServerSettings(BaseSettings):
     )
     """Online feature store (``REDIS_URL`` works too). Unset: the embedded in-process store,
     filled from the served model's entity snapshot."""
+
+    @field_validator("redis_url")
+    @classmethod
+    def _empty_is_unset(cls, value: str | None) -> str | None:
+        return value or None
+
     feature_store_timeout_seconds: float = Field(0.025, gt=0)
     """Longest wait for one feature-store lookup; then the answer is degraded or UNAVAILABLE."""
     registry_poll_seconds: float = Field(5.0, gt=0)

@@ -51,7 +51,7 @@ def _publish(ns: argparse.Namespace, settings: TrainingSettings, console: Consol
     from feature_kernels import SpecError, load_spec
     from training.publish import publish_entities
 
-    if settings.redis_url is None:
+    if not settings.redis_url:
         console.print(
             "[red]publish needs REDIS_URL[/] (the embedded store lives inside the server; it is "
             "filled from the model bundle's entity snapshot)"
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     console = Console(stderr=True)
     settings = TrainingSettings()
-    if ns.model_name:
+    if getattr(ns, "model_name", None):
         settings = settings.model_copy(update={"model_name": ns.model_name})
 
     from credit_core import CreditError

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
@@ -39,6 +39,12 @@ class TrainingSettings(BaseSettings):
         None, validation_alias=AliasChoices("ALTSCORE_REDIS_URL", "REDIS_URL")
     )
     """Online feature store for ``publish`` (``REDIS_URL`` works too)."""
+
+    @field_validator("redis_url")
+    @classmethod
+    def _empty_is_unset(cls, value: str | None) -> str | None:
+        return value or None
+
     min_auc: float = Field(0.6, ge=0, le=1)
     """Gate: a model below this holdout AUC is registered but never given an alias."""
 

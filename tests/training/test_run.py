@@ -109,3 +109,33 @@ def test_cli_reports_bad_spec(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert str(spec) in done.stderr
     assert "version" in done.stderr
+
+
+def test_cli_publish_to_redis(redis_url: str) -> None:
+    import redis
+
+    env = {"REDIS_URL": redis_url}
+    args = [
+        "publish",
+        "--spec",
+        str(ROOT / "specs" / "superlender.yaml"),
+        "--data",
+        str(DATA_DIR / "zindi_superlender" / "trainperf.csv"),
+        "--as-of",
+        "2017-08-01",
+        "--ttl-seconds",
+        "600",
+    ]
+    done = _cli(args, env)
+    assert done.returncode == 0, done.stderr
+    assert "superlender.v1 version=" in done.stdout
+    version = done.stdout.split("version=")[1].split()[0]
+    with redis.Redis.from_url(redis_url) as r:
+        assert r.get("altscore:fs:superlender.v1:active") == version.encode()
+        rows = int(done.stdout.split("rows=")[1])
+        keys = list(r.scan_iter(f"altscore:fs:superlender.v1:{version}:*", count=10_000))
+        assert len(keys) == rows > 4000
+        assert 0 < r.ttl(keys[0]) <= 600
+    no_redis = _cli(args, {"REDIS_URL": "", "ALTSCORE_REDIS_URL": ""})
+    assert no_redis.returncode == 2
+    assert "REDIS_URL" in no_redis.stderr
