@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import redis
@@ -137,7 +138,9 @@ def main() -> int:
             await remote.close()
 
         asyncio.run(run())
-        redis_version = redis.Redis.from_url(server.url).info()["redis_version"]
+        with redis.Redis.from_url(server.url) as client:
+            info: dict[str, Any] = client.info()
+        redis_version = str(info["redis_version"])
     pct = {k: (np.percentile(v, 50) * 1e6, np.percentile(v, 99) * 1e6) for k, v in timings.items()}
     added_p50 = pct["redis"][0] - pct["inline"][0]
     added_p99 = pct["redis"][1] - pct["inline"][1]

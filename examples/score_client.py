@@ -15,7 +15,7 @@ from scoring_server.grpc._proto import scoring_pb2_grpc as pb_grpc
 
 def main(target: str) -> int:
     with grpc.insecure_channel(target) as channel:
-        stub = pb_grpc.ScoringStub(channel)
+        stub = pb_grpc.ScoringStub(channel)  # type: ignore[no-untyped-call]
         request = pb.ScoreRequest(
             request_id="example-1",
             applicant=pb.Applicant(

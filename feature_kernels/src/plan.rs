@@ -108,7 +108,8 @@ pub struct PlanDef {
     pub inputs: Vec<InputDef>,
     pub features: Vec<FeatureDef>,
     /// How entity inputs are aggregated offline: not evaluated here, but part of the schema hash.
-    #[serde(default)]
+    /// Left out of the canonical form when absent, so specs without entities keep their hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entity: Option<serde_json::Value>,
 }
 
