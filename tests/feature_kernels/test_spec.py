@@ -683,4 +683,5 @@ def test_gmsc_schema_hash_is_stable() -> None:
     """Every registered model records its schema hash and a server refuses a model whose spec
     hashes differently: a change to the canonical plan form (not to the spec) would strand every
     registered model. Change this value only on purpose, with a migration note."""
-    assert FeaturePipeline(load_spec(GMSC)).schema_hash == "9080282131662ec21e3833261920f4e08576255225ef016e7b34ea2042d920d2"
+    expected = "9080282131662ec21e3833261920f4e08576255225ef016e7b34ea2042d920d2"
+    assert FeaturePipeline(load_spec(GMSC)).schema_hash == expected
