@@ -107,7 +107,10 @@ class ModelLoader:
         runtime = CompiledModel.build(bundle, self.cache_dir, self.parallel_units)
         ref = bundle.reference()
         expected = 1.0 / (1.0 + np.exp(-ref.margin))
-        diff = float(np.max(np.abs(runtime.predict(ref.features) - expected)))
+        diff = max(  # both predict paths (direct per-row call, batch Predictor) pass the gate
+            float(np.max(np.abs(runtime.predict_rows(ref.features) - expected))),
+            float(np.max(np.abs(runtime.predict_batch(ref.features) - expected))),
+        )
         if not diff <= self.parity_tolerance:  # NaN fails too
             runtime.unload()
             raise ModelRejectedError(

@@ -49,3 +49,25 @@ def test_relative_state_dir(trained: TrainedModel, monkeypatch: pytest.MonkeyPat
     shutil.rmtree(trained.state_dir / "models", ignore_errors=True)  # force a fresh download
     model = _loader(relative).load("champion")
     assert model.ref.version == trained.version
+
+
+def test_both_predict_paths_match_xgboost(trained: TrainedModel) -> None:
+    import numpy as np
+
+    from scoring_server.runtime import ROW_PATH_MAX
+
+    model = _loader(trained.state_dir).load("champion")
+    ref = model.bundle.reference()
+    expected = 1.0 / (1.0 + np.exp(-ref.margin))
+    rows = model.runtime.predict_rows(ref.features)
+    batch = model.runtime.predict_batch(ref.features)
+    assert np.max(np.abs(rows - expected)) <= 1e-5
+    assert np.max(np.abs(batch - expected)) <= 1e-5
+    for n in (1, ROW_PATH_MAX, ROW_PATH_MAX + 1):
+        chosen = model.runtime.predict(ref.features[:n])
+        assert np.array_equal(chosen, rows[:n] if n <= ROW_PATH_MAX else batch[:n])
+    with_missing = ref.features[:5].copy()
+    with_missing[:, 0] = np.nan  # missing goes down the default branch on both paths
+    assert np.array_equal(
+        model.runtime.predict_rows(with_missing), model.runtime.predict_batch(with_missing)
+    )
