@@ -354,12 +354,9 @@ def _cross_check(spec: FeatureSpec) -> list[str]:
     numeric = {n for n, d in spec.inputs.items() if d.type != "categorical"}
     categorical = {n for n, d in spec.inputs.items() if d.type == "categorical"}
     derived: set[str] = set()
-    names: set[str] = set()
+    problems.extend(_repeated_names("features", [f.name for f in spec.features]))
     for i, f in enumerate(spec.features):
         key = f"features[{i}]"
-        if f.name in names:
-            problems.append(f"{key}.name: {f.name!r} is already defined")
-        names.add(f.name)
         for field in ("input", "numerator", "denominator", "left", "right"):
             ref = getattr(f, field)
             if ref is None:
@@ -382,6 +379,16 @@ def _cross_check(spec: FeatureSpec) -> list[str]:
     return problems
 
 
+def _repeated_names(where: str, names: list[str]) -> list[str]:
+    seen: set[str] = set()
+    problems = []
+    for i, name in enumerate(names):
+        if name in seen:
+            problems.append(f"{where}[{i}].name: {name!r} is already defined")
+        seen.add(name)
+    return problems
+
+
 def _entity_problems(spec: FeatureSpec) -> list[str]:
     declared = set(spec.entity_inputs())
     if spec.entity is None:
@@ -390,12 +397,10 @@ def _entity_problems(spec: FeatureSpec) -> list[str]:
     problems: list[str] = []
     if e.as_of not in spec.dates:
         problems.append(f"entity.as_of: {e.as_of!r} must be listed in 'dates'")
-    seen: set[str] = set()
+    problems.extend(_repeated_names("entity.features", [f.name for f in e.features]))
+    seen = {f.name for f in e.features}
     for i, f in enumerate(e.features):
         key = f"entity.features[{i}]"
-        if f.name in seen:
-            problems.append(f"{key}.name: {f.name!r} is already defined")
-        seen.add(f.name)
         if f.name not in declared:
             problems.append(f"{key}.name: {f.name!r} is not an input with source: entity")
         table = e.tables.get(f.table)
