@@ -8,10 +8,12 @@ from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from credit_core import ScoringPolicy
+from scoring_server.batching import StreamBatching
 
 __all__ = ["ServerSettings"]
 
 _POLICY = ScoringPolicy()
+_BATCHING = StreamBatching()
 
 
 class ServerSettings(BaseSettings):
@@ -56,6 +58,12 @@ class ServerSettings(BaseSettings):
     """Largest request message accepted (larger ones: RESOURCE_EXHAUSTED)."""
     stream_id_window: int = Field(65536, ge=1)
     """Request ids remembered per stream to reject duplicates."""
+    stream_batch_max: int = Field(_BATCHING.max_batch, ge=1)
+    """ScoreStream: most messages scored together (one kernel call + one predict call)."""
+    stream_batch_wait_seconds: float = Field(_BATCHING.max_wait_seconds, ge=0)
+    """ScoreStream: after a batch's first message, how long to wait for more."""
+    stream_queue_size: int = Field(_BATCHING.queue_size, ge=1)
+    """ScoreStream: messages read ahead of scoring per stream; beyond, the server stops reading."""
     shutdown_grace_seconds: float = Field(5.0, ge=0)
     """On SIGTERM: time in-flight calls get to finish."""
     base_score: float = _POLICY.base_score

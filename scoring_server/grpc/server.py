@@ -6,6 +6,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from scoring_server.batching import StreamBatching
 from scoring_server.grpc._proto import scoring_pb2 as pb
 from scoring_server.grpc._proto import scoring_pb2_grpc as pb_grpc
 from scoring_server.grpc.servicer import ScoringServicer
@@ -65,7 +66,17 @@ async def create_server(
         ]
     )
     pb_grpc.add_ScoringServicer_to_server(  # type: ignore[no-untyped-call]
-        ScoringServicer(service, metrics, stream_id_window=settings.stream_id_window), server
+        ScoringServicer(
+            service,
+            metrics,
+            stream_id_window=settings.stream_id_window,
+            batching=StreamBatching(
+                max_batch=settings.stream_batch_max,
+                max_wait_seconds=settings.stream_batch_wait_seconds,
+                queue_size=settings.stream_queue_size,
+            ),
+        ),
+        server,
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

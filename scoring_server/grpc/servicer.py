@@ -10,6 +10,7 @@ import grpc
 from grpc_status import rpc_status
 
 from credit_core import ScoreResult
+from scoring_server.batching import StreamBatching, micro_batches
 from scoring_server.grpc._proto import scoring_pb2 as pb
 from scoring_server.grpc._proto import scoring_pb2_grpc as pb_grpc
 from scoring_server.grpc.converters import model_info_to_pb, to_domain, to_pb
@@ -25,11 +26,17 @@ _Resp = TypeVar("_Resp")
 
 class ScoringServicer(pb_grpc.ScoringServicer):
     def __init__(
-        self, service: ScoringService, metrics: ServerMetrics, *, stream_id_window: int
+        self,
+        service: ScoringService,
+        metrics: ServerMetrics,
+        *,
+        stream_id_window: int,
+        batching: StreamBatching,
     ) -> None:
         self.service = service
         self.metrics = metrics
         self.stream_id_window = stream_id_window
+        self.batching = batching
 
     def _observe(self, rpc: str, code: grpc.StatusCode, started: float) -> None:
         self.metrics.requests.labels(rpc, code.name).inc()
@@ -79,22 +86,25 @@ class ScoringServicer(pb_grpc.ScoringServicer):
         context: grpc.aio.ServicerContext[pb.ScoreRequest, pb.ScoreStreamResponse],
     ) -> AsyncIterator[pb.ScoreStreamResponse]:
         seen = RecentIds(self.stream_id_window)
-        async for request in request_iterator:
+        async for batch in micro_batches(request_iterator, self.batching):
             started = time.perf_counter()
             try:
-                outcome: ScoreResult | BaseException = (
-                    await self.service.score_each([to_domain(request)], seen)
-                )[0]
-            except Exception as e:  # unexpected: this message fails, the stream goes on
-                outcome = e
-            if isinstance(outcome, ScoreResult):
-                self._observe("ScoreStream", grpc.StatusCode.OK, started)
-                yield pb.ScoreStreamResponse(request_id=request.request_id, response=to_pb(outcome))
-            else:
-                self._observe("ScoreStream", status_code_of(outcome), started)
-                yield pb.ScoreStreamResponse(
-                    request_id=request.request_id, error=to_status_proto(outcome)
+                outcomes: list[ScoreResult | BaseException] = list(
+                    await self.service.score_each([to_domain(r) for r in batch], seen)
                 )
+            except Exception as e:  # unexpected: these messages fail, the stream goes on
+                outcomes = [e] * len(batch)
+            for request, outcome in zip(batch, outcomes, strict=True):
+                if isinstance(outcome, ScoreResult):
+                    self._observe("ScoreStream", grpc.StatusCode.OK, started)
+                    yield pb.ScoreStreamResponse(
+                        request_id=request.request_id, response=to_pb(outcome)
+                    )
+                else:
+                    self._observe("ScoreStream", status_code_of(outcome), started)
+                    yield pb.ScoreStreamResponse(
+                        request_id=request.request_id, error=to_status_proto(outcome)
+                    )
 
     async def GetModelInfo(
         self,

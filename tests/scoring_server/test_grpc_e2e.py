@@ -342,3 +342,12 @@ def test_readme_python_client(server: ServerProcess) -> None:
     )
     assert "decision=DECISION_" in done.stdout
     assert "model=altscore-gmsc v" in done.stdout
+
+
+def test_long_stream_is_micro_batched_in_order(stub: pb_grpc.ScoringStub) -> None:
+    reqs = [request(f"long-{i}", revolving_utilization=(i % 13) / 4) for i in range(600)]
+    answers = _stream(stub, reqs)
+    assert [a.request_id for a in answers] == [r.request_id for r in reqs]
+    assert all(a.WhichOneof("result") == "response" for a in answers)
+    for i in range(0, 600, 97):
+        assert answers[i].response.pd == stub.Score(reqs[i], timeout=5).pd
