@@ -221,6 +221,32 @@ def _decode_many(values: Sequence[bytes | None]) -> list[FeatureRow | None]:
     return rows
 
 
+def _write_in_batches(
+    rows: Iterable[tuple[str, Mapping[str, float | str]]],
+    batch_size: int,
+    on_progress: Callable[[int], None] | None,
+    write: Callable[[list[tuple[str, FeatureRow]]], None],
+) -> int:
+    """The publish loop both backends share: normalise rows, hand ``write`` one batch at a time,
+    report the running total after each batch. Returns the rows written."""
+    written = 0
+    batch: list[tuple[str, FeatureRow]] = []
+    for entity_id, row in rows:
+        batch.append((entity_id, _normalize(entity_id, row)))
+        if len(batch) == batch_size:
+            write(batch)
+            written += len(batch)
+            batch = []
+            if on_progress is not None:
+                on_progress(written)
+    if batch:
+        write(batch)
+        written += len(batch)
+        if on_progress is not None:
+            on_progress(written)
+    return written
+
+
 def _safe_url(url: str) -> str:
     """The URL without its password, for messages."""
     try:
@@ -498,24 +524,14 @@ class RedisFeatureStore:
         where = f"publish of {namespace!r} version {version!r}"
         with self._mapped(where):
             pipe = self._write_client().pipeline(transaction=False)
-        written = pending = 0
-        for entity_id, row in rows:
-            value = _encode(_normalize(entity_id, row))
-            pipe.set(prefix + entity_id, value, ex=ttl_seconds)
-            pending += 1
-            if pending == batch_size:
-                with self._mapped(where):
-                    pipe.execute()
-                written, pending = written + pending, 0
-                if on_progress is not None:
-                    on_progress(written)
-        if pending:
+
+        def write(batch: list[tuple[str, FeatureRow]]) -> None:
+            for entity_id, row in batch:
+                pipe.set(prefix + entity_id, _encode(row), ex=ttl_seconds)
             with self._mapped(where):
                 pipe.execute()
-            written += pending
-            if on_progress is not None:
-                on_progress(written)
-        return written
+
+        return _write_in_batches(rows, batch_size, on_progress, write)
 
 
 # --- in-process -------------------------------------------------------------------------------
@@ -597,28 +613,15 @@ class InMemoryFeatureStore:
         _check_publish_args(ttl_seconds, batch_size)
         if self.active_version(namespace) == version:
             raise ValueError(f"version {version!r} of {namespace!r} is active: publish a new one")
-        written = 0
-        batch: list[tuple[str, FeatureRow]] = []
 
-        def flush() -> None:
-            nonlocal written
+        def write(batch: list[tuple[str, FeatureRow]]) -> None:
             expiry = None if ttl_seconds is None else time.monotonic() + ttl_seconds
             with self._lock:
                 target = self._data.setdefault(namespace, {}).setdefault(version, {})
                 for entity_id, row in batch:
                     target[entity_id] = (expiry, row)
-            written += len(batch)
-            batch.clear()
-            if on_progress is not None:
-                on_progress(written)
 
-        for entity_id, row in rows:
-            batch.append((entity_id, _normalize(entity_id, row)))
-            if len(batch) == batch_size:
-                flush()
-        if batch:
-            flush()
-        return written
+        return _write_in_batches(rows, batch_size, on_progress, write)
 
 
 def store_from_url(url: str | None) -> RedisFeatureStore | InMemoryFeatureStore:
