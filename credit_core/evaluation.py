@@ -1,0 +1,711 @@
+"""The evaluation log: what each variant predicted, and the default outcomes observed later.
+
+Files, all under one directory (default ``<state_dir>/evaluation/``: :func:`default_directory`)::
+
+    predictions-<host>-<pid>-<start_ns>-<seq>.jsonl   one PredictionRecord a line (JSON)
+    outcomes-<host>-<pid>-<start_ns>-<seq>.jsonl      one OutcomeRecord a line (JSON)
+
+Several writers at once: every writer owns its segment files. The name carries the host, the
+process id and the writer's start time, and a segment is created with ``O_EXCL``, so two writers
+(two server processes, or two writers in one process) never share a file and need no lock between
+them. A writer only appends, and starts the next segment (``seq`` + 1) once the current one holds
+``max_segment_bytes``. The log is append-only: nothing here deletes or rewrites a segment.
+
+Reading while writing: a writer appends whole lines, each ending in ``\\n``. A reader takes every
+file up to its last ``\\n`` and ignores the rest, which is a line still being written or the torn
+tail a crash left behind (a writer never appends to a segment after a failed write: it moves on
+to a new one). A complete line that does not parse is corruption and raises
+:class:`EvaluationLogError` naming the file and line.
+
+Cost on the caller: :meth:`EvaluationWriter.write` checks the record types and appends them to an
+in-memory buffer under a lock (microseconds, no I/O). Each writer has one background thread that
+encodes the buffer to JSON lines and appends it with plain blocking ``os.write`` calls when
+``flush_records`` records are buffered or ``flush_seconds`` have passed since the oldest buffered
+record; the data goes to the OS page cache (no ``fsync`` unless ``fsync=True``), so it survives a
+crash of the process but not of the machine. Encoding costs about 2-4 µs a record and holds the
+GIL, so it competes with the event loop for CPU but never blocks it on the disk. :meth:`flush`
+and :meth:`close` do the same work on the caller's thread (blocking). Records are lost only on a
+hard kill (up to one buffer), or when more than ``max_pending`` records wait because the disk
+keeps failing: those are dropped, counted in ``dropped`` and logged. ``close()`` writes everything
+buffered, or raises.
+
+Matching outcomes to predictions (:func:`matched`):
+
+1. Predictions: one per ``(model_name, request_id, variant)``; if a request id was logged twice
+   for a variant (a client reusing an id), the latest prediction counts.
+2. An outcome with a ``request_id`` matches every prediction of that request (both variants in
+   shadow mode). It never falls back to its ``applicant_id``: an unknown request id matches
+   nothing, so a wrong id cannot put a label on somebody else's prediction.
+3. An outcome with only an ``applicant_id`` matches that applicant's latest request (the request
+   whose latest prediction is the latest) at or before ``observed_at``, or the latest request
+   overall when ``observed_at`` is not given; it matches every prediction of that request.
+   Predictions logged with an empty applicant id are never matched this way.
+4. When several outcomes reach the same request, an outcome given by request id wins over one
+   given by applicant id, and among equals the latest reported (largest ``ts``) wins, so a
+   correction replaces the first report.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import logging
+import math
+import os
+import re
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Generic, Literal, TypeVar
+
+import polars as pl
+
+from credit_core.errors import CreditError
+
+__all__ = [
+    "OUTCOME_SCHEMA",
+    "PREDICTION_SCHEMA",
+    "VARIANTS",
+    "EvaluationLog",
+    "EvaluationLogError",
+    "EvaluationWriter",
+    "OutcomeFileError",
+    "OutcomeFileProblem",
+    "OutcomeRecord",
+    "PredictionRecord",
+    "default_directory",
+    "import_outcomes",
+    "matched",
+    "read_outcome_file",
+]
+
+log = logging.getLogger(__name__)
+
+Variant = Literal["champion", "challenger"]
+VARIANTS: Final = ("champion", "challenger")
+
+PREDICTION_SCHEMA: Final = pl.Schema(
+    {
+        "ts": pl.Float64,
+        "request_id": pl.String,
+        "applicant_id": pl.String,
+        "model_name": pl.String,
+        "variant": pl.String,
+        "model_version": pl.String,
+        "pd": pl.Float64,
+        "served": pl.Boolean,
+    }
+)
+OUTCOME_SCHEMA: Final = pl.Schema(
+    {
+        "ts": pl.Float64,
+        "request_id": pl.String,
+        "applicant_id": pl.String,
+        "defaulted": pl.Boolean,
+        "observed_at": pl.Float64,
+    }
+)
+_NULLABLE: Final = frozenset({"observed_at"})
+MATCHED_SCHEMA: Final = pl.Schema(
+    {
+        "request_id": pl.String,
+        "applicant_id": pl.String,
+        "variant": pl.String,
+        "model_name": pl.String,
+        "model_version": pl.String,
+        "pd": pl.Float64,
+        "served": pl.Boolean,
+        "ts": pl.Float64,
+        "defaulted": pl.Boolean,
+        "matched_by": pl.String,
+    }
+)
+
+
+class EvaluationLogError(CreditError):
+    """The evaluation log could not be written, or a segment holds a line that does not parse."""
+
+
+def default_directory(state_dir: Path) -> Path:
+    """Where servers and the training CLI keep the log unless told otherwise."""
+    return state_dir / "evaluation"
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionRecord:
+    """One variant's prediction for one request.
+
+    ``served`` is True when this is the answer the caller got, False for a shadow prediction.
+    ``ts`` is unix time in seconds.
+    """
+
+    ts: float
+    request_id: str
+    applicant_id: str
+    model_name: str
+    variant: Variant
+    model_version: str
+    pd: float
+    served: bool
+
+    def __post_init__(self) -> None:
+        if not _is_number(self.ts):
+            raise ValueError(f"ts must be a finite unix time, got {self.ts!r}")
+        for name in ("request_id", "model_name", "model_version"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+        if not isinstance(self.applicant_id, str):
+            raise ValueError(f"applicant_id must be a string, got {self.applicant_id!r}")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
+        if not _is_number(self.pd) or not 0.0 <= self.pd <= 1.0:
+            raise ValueError(f"pd must be a probability in [0, 1], got {self.pd!r}")
+        if not isinstance(self.served, bool):
+            raise ValueError(f"served must be a bool, got {self.served!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeRecord:
+    """An observed outcome: did the applicant default. At least one id is required; see the
+    module docstring for how it is matched. ``ts`` (when reported) and ``observed_at`` (when the
+    outcome was observed, optional) are unix times in seconds."""
+
+    ts: float
+    request_id: str
+    applicant_id: str
+    defaulted: bool
+    observed_at: float | None = None
+
+    def __post_init__(self) -> None:
+        if not _is_number(self.ts):
+            raise ValueError(f"ts must be a finite unix time, got {self.ts!r}")
+        if not isinstance(self.request_id, str) or not isinstance(self.applicant_id, str):
+            raise ValueError("request_id and applicant_id must be strings")
+        if not self.request_id and not self.applicant_id:
+            raise ValueError("an outcome needs a request_id or an applicant_id")
+        if not isinstance(self.defaulted, bool):
+            raise ValueError(f"defaulted must be a bool, got {self.defaulted!r}")
+        if self.observed_at is not None and not _is_number(self.observed_at):
+            raise ValueError(f"observed_at must be a finite unix time, got {self.observed_at!r}")
+
+
+R = TypeVar("R", PredictionRecord, OutcomeRecord)
+
+_HOST: Final = re.sub(r"[^A-Za-z0-9.]+", "_", socket.gethostname()) or "host"
+
+
+def _encode(record: PredictionRecord | OutcomeRecord) -> bytes:
+    fields = {name: getattr(record, name) for name in record.__slots__}
+    return json.dumps(fields, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+
+
+class EvaluationWriter(Generic[R]):
+    """Buffered appender of one record kind to this writer's own segment files.
+
+    Use it as a context manager or call :meth:`close`; see the module docstring for the costs.
+    Thread-safe. Create it in the process that uses it (not before a fork).
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        kind: str,
+        record_type: type[R],
+        *,
+        flush_records: int = 512,
+        flush_seconds: float = 1.0,
+        max_segment_bytes: int = 64 << 20,
+        max_pending: int = 200_000,
+        fsync: bool = False,
+    ) -> None:
+        if flush_records < 1 or max_pending < flush_records:
+            raise ValueError("need 1 <= flush_records <= max_pending")
+        if not flush_seconds > 0 or max_segment_bytes < 1:
+            raise ValueError("flush_seconds and max_segment_bytes must be positive")
+        self.directory = directory
+        self.kind = kind
+        self._type: type[R] = record_type
+        self.flush_records = flush_records
+        self.flush_seconds = flush_seconds
+        self.max_segment_bytes = max_segment_bytes
+        self.max_pending = max_pending
+        self.fsync = fsync
+        self.dropped = 0
+        """Records dropped because ``max_pending`` were already waiting (the disk kept failing)."""
+        self.written = 0
+        """Records appended to segment files so far."""
+        self._stem = f"{kind}-{_HOST}-{os.getpid()}-{time.time_ns()}"
+        self._seq = 0
+        self._fd: int | None = None
+        self._segment: Path | None = None
+        self._segment_bytes = 0
+        self._pending: list[R] = []
+        self._oldest = 0.0
+        self._retry_at = 0.0
+        self._closed = False
+        self._cond = threading.Condition()
+        self._io = threading.Lock()  # one flush at a time, in file order
+        self._thread = threading.Thread(
+            target=self._run, name=f"evaluation-{kind}-writer", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def segment(self) -> Path | None:
+        """The segment file being appended to (None before the first flush)."""
+        return self._segment
+
+    def write(self, records: Sequence[R]) -> None:
+        """Buffer ``records``; cheap, no I/O. Raises ``TypeError`` for a wrong record type and
+        :class:`EvaluationLogError` after ``close()``."""
+        for r in records:
+            if type(r) is not self._type:
+                raise TypeError(f"{self.kind} writer takes {self._type.__name__}, got {r!r}")
+        if not records:
+            return
+        with self._cond:
+            if self._closed:
+                raise EvaluationLogError(f"{self.kind} writer is closed")
+            room = self.max_pending - len(self._pending)
+            if room < len(records):
+                lost = len(records) - max(room, 0)
+                if self.dropped == 0 or (self.dropped + lost) // 10_000 > self.dropped // 10_000:
+                    log.error(
+                        "evaluation log %s: %d records waiting, dropping %d (dropped so far: %d)",
+                        self.kind,
+                        len(self._pending),
+                        lost,
+                        self.dropped + lost,
+                    )
+                self.dropped += lost
+                records = records[: max(room, 0)]
+            first = not self._pending
+            if first:
+                self._oldest = time.monotonic()
+            self._pending.extend(records)
+            if first or len(self._pending) >= self.flush_records:
+                self._cond.notify()  # start the flush_seconds clock, or flush now
+
+    def flush(self) -> None:
+        """Append everything buffered now, on the caller's thread. Raises
+        :class:`EvaluationLogError` when the file system fails; the records not written stay
+        buffered (none is written twice)."""
+        with self._io:
+            with self._cond:
+                batch, self._pending = self._pending, []
+            if batch:
+                self._append(batch)
+
+    def close(self) -> None:
+        """Stop the background thread and write what is buffered. Idempotent."""
+        with self._cond:
+            if self._closed and not self._thread.is_alive() and self._fd is None:
+                return
+            self._closed = True
+            self._cond.notify()
+        self._thread.join()
+        try:
+            self.flush()
+        finally:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+    def __enter__(self) -> EvaluationWriter[R]:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _due(self) -> bool:
+        if not self._pending or time.monotonic() < self._retry_at:
+            return False
+        return (
+            len(self._pending) >= self.flush_records
+            or time.monotonic() - self._oldest >= self.flush_seconds
+        )
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and not self._due():
+                    now = time.monotonic()
+                    wake = max(self._oldest + self.flush_seconds, self._retry_at)
+                    self._cond.wait(max(wake - now, 0.001) if self._pending else None)
+                if self._closed:
+                    return
+            try:
+                self.flush()
+            except EvaluationLogError:
+                log.exception("evaluation log %s: flush failed, retrying", self.kind)
+                with self._cond:
+                    self._retry_at = time.monotonic() + self.flush_seconds
+
+    def _open_segment(self) -> int:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        while True:
+            path = self.directory / f"{self._stem}-{self._seq:06d}.jsonl"
+            self._seq += 1
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
+            except FileExistsError:
+                continue
+            self._fd, self._segment, self._segment_bytes = fd, path, 0
+            return fd
+
+    def _append(self, batch: list[R]) -> None:
+        data = b"".join(_encode(r) for r in batch)
+        done = 0
+        try:
+            if self._fd is not None and self._segment_bytes >= self.max_segment_bytes:
+                os.close(self._fd)
+                self._fd = None
+            fd = self._fd if self._fd is not None else self._open_segment()
+            view = memoryview(data)
+            while done < len(data):
+                done += os.write(fd, view[done:])
+            if self.fsync:
+                os.fsync(fd)
+        except OSError as e:
+            lines = data.count(b"\n", 0, done)
+            self.written += lines
+            if self._fd is not None:  # the segment may end torn: never append to it again
+                os.close(self._fd)
+                self._fd = None
+            with self._cond:
+                self._pending[:0] = batch[lines:]
+            raise EvaluationLogError(
+                f"evaluation log {self.kind}: writing {self.directory} failed after {lines} of "
+                f"{len(batch)} records: {e}"
+            ) from e
+        self._segment_bytes += len(data)
+        self.written += len(batch)
+
+
+class EvaluationLog:
+    """The evaluation log in ``directory``: writers for servers, readers for ``compare``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def predictions_writer(self, **options: Any) -> EvaluationWriter[PredictionRecord]:
+        """A writer of predictions; ``options`` are :class:`EvaluationWriter`'s keywords."""
+        return EvaluationWriter(self.directory, "predictions", PredictionRecord, **options)
+
+    def outcomes_writer(self, **options: Any) -> EvaluationWriter[OutcomeRecord]:
+        """A writer of outcomes; ``options`` are :class:`EvaluationWriter`'s keywords."""
+        return EvaluationWriter(self.directory, "outcomes", OutcomeRecord, **options)
+
+    def read_predictions(self) -> pl.DataFrame:
+        """Every complete prediction line, ordered by ``ts`` (:data:`PREDICTION_SCHEMA`)."""
+        return self._read("predictions", PREDICTION_SCHEMA)
+
+    def read_outcomes(self) -> pl.DataFrame:
+        """Every complete outcome line, ordered by ``ts`` (:data:`OUTCOME_SCHEMA`)."""
+        return self._read("outcomes", OUTCOME_SCHEMA)
+
+    def segments(self, kind: Literal["predictions", "outcomes"]) -> list[Path]:
+        return sorted(self.directory.glob(f"{kind}-*.jsonl"))
+
+    def _read(self, kind: Literal["predictions", "outcomes"], schema: pl.Schema) -> pl.DataFrame:
+        frames = []
+        for path in self.segments(kind):
+            try:
+                data = path.read_bytes()
+            except FileNotFoundError:  # removed by a retention job since the listing
+                continue
+            end = data.rfind(b"\n") + 1  # the rest is a line being written, or a torn tail
+            if end:
+                frames.append(_parse(path, data[:end], schema))
+        if not frames:
+            return pl.DataFrame(schema=schema)
+        return pl.concat(frames).sort("ts", maintain_order=True)
+
+
+def _parse(path: Path, data: bytes, schema: pl.Schema) -> pl.DataFrame:
+    required = [c for c in schema.names() if c not in _NULLABLE]
+    try:
+        frame = pl.read_ndjson(io.BytesIO(data), schema=schema)
+    except pl.exceptions.PolarsError as e:
+        _locate(path, data, schema)
+        raise EvaluationLogError(f"{path}: unreadable: {e}") from e
+    if frame.select(pl.any_horizontal(pl.col(required).is_null()).any()).item():
+        _locate(path, data, schema)
+        raise EvaluationLogError(f"{path}: a line lacks a required field")
+    return frame
+
+
+def _json_ok(value: object, dtype: pl.DataType) -> bool:
+    if dtype == pl.Boolean:
+        return isinstance(value, bool)
+    if dtype == pl.String:
+        return isinstance(value, str)
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _locate(path: Path, data: bytes, schema: pl.Schema) -> None:
+    """Raise :class:`EvaluationLogError` naming the first bad line of ``data``."""
+    for number, line in enumerate(data.splitlines(), start=1):
+        try:
+            obj = json.loads(line)
+        except ValueError as e:
+            raise EvaluationLogError(f"{path}:{number}: not JSON: {e}") from None
+        if not isinstance(obj, dict):
+            raise EvaluationLogError(f"{path}:{number}: not a JSON object")
+        for name, dtype in schema.items():
+            value = obj.get(name)
+            if value is None and name in _NULLABLE:
+                continue
+            if not _json_ok(value, dtype):
+                raise EvaluationLogError(
+                    f"{path}:{number}: field {name!r} is {value!r}, expected {dtype}"
+                )
+
+
+def matched(log: EvaluationLog, model_name: str | None = None) -> pl.DataFrame:
+    """Predictions that have an outcome: one row per ``(request_id, variant)`` with ``pd``,
+    ``served``, ``defaulted`` and ``matched_by`` (``request_id`` | ``applicant_id``), by the rule
+    in the module docstring. ``model_name`` keeps only that model's predictions."""
+    preds = log.read_predictions()
+    if model_name is not None:
+        preds = preds.filter(pl.col("model_name") == model_name)
+    key = ["model_name", "request_id", "variant"]
+    preds = preds.unique(key, keep="last", maintain_order=True)
+    outcomes = log.read_outcomes()
+
+    by_request = (
+        outcomes.filter(pl.col("request_id") != "")
+        .unique("request_id", keep="last", maintain_order=True)
+        .select("request_id", "defaulted")
+    )
+    first = preds.join(by_request, on="request_id", how="inner").with_columns(
+        matched_by=pl.lit("request_id")
+    )
+
+    requests = (
+        preds.filter(pl.col("applicant_id") != "")
+        .group_by("request_id")
+        .agg(pl.col("applicant_id").first(), pl.col("ts").max())
+        .sort("ts", "request_id")
+    )
+    by_applicant = (
+        outcomes.filter((pl.col("request_id") == "") & (pl.col("applicant_id") != ""))
+        .with_columns(
+            outcome_ts=pl.col("ts"),
+            at=pl.col("observed_at").fill_null(math.inf),
+        )
+        .sort("at")
+        .join_asof(
+            requests.rename({"ts": "request_ts"}),
+            left_on="at",
+            right_on="request_ts",
+            by="applicant_id",
+            strategy="backward",
+            check_sortedness=False,  # sorted above; polars cannot check within ``by`` groups
+        )
+        .filter(pl.col("request_id_right").is_not_null())
+        .join(by_request, left_on="request_id_right", right_on="request_id", how="anti")
+        .sort("outcome_ts", maintain_order=True)
+        .unique("request_id_right", keep="last", maintain_order=True)
+        .select(pl.col("request_id_right").alias("request_id"), "defaulted")
+    )
+    second = preds.join(by_applicant, on="request_id", how="inner").with_columns(
+        matched_by=pl.lit("applicant_id")
+    )
+    return (
+        pl.concat([first, second])
+        .select(MATCHED_SCHEMA.names())
+        .cast(MATCHED_SCHEMA)
+        .sort("ts", "request_id", "variant")
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeFileProblem:
+    """One problem in an outcome file. ``row`` counts data rows from 1 (0: the whole file);
+    ``column`` is None when no single column is at fault."""
+
+    row: int
+    column: str | None
+    message: str
+
+
+class OutcomeFileError(ValueError):
+    """An outcome file failed validation; nothing of it was recorded."""
+
+    def __init__(self, path: Path, problems: Sequence[OutcomeFileProblem], *, csv: bool) -> None:
+        self.path = path
+        self.problems = list(problems)
+        shown = [_describe(path, p, csv=csv) for p in self.problems[:20]]
+        more = len(self.problems) - len(shown)
+        text = "\n  ".join(shown) + (f"\n  ... and {more} more" if more > 0 else "")
+        super().__init__(f"{len(self.problems)} problem(s) in {path}:\n  {text}")
+
+
+def _describe(path: Path, p: OutcomeFileProblem, *, csv: bool) -> str:
+    where = [str(path)]
+    if p.row:
+        where.append(f"row {p.row}" + (f" (line {p.row + 1})" if csv else ""))
+    if p.column is not None:
+        where.append(f"column {p.column!r}")
+    return f"{', '.join(where)}: {p.message}"
+
+
+_TRUE: Final = frozenset({"1", "1.0", "true"})
+_FALSE: Final = frozenset({"0", "0.0", "false"})
+_ID_COLUMNS: Final = ("request_id", "applicant_id")
+
+
+def _as_text(series: pl.Series) -> list[str | None]:
+    """Column values as text: strings as they are, booleans ``true``/``false``, numbers in
+    Python's notation, dates and datetimes as unix seconds."""
+    if series.dtype == pl.Date:
+        series = series.cast(pl.Datetime("ms"))
+    if isinstance(series.dtype, pl.Datetime):
+        tz = series.dtype.time_zone
+        utc = series.dt.replace_time_zone("UTC") if tz is None else series
+        return [None if v is None else repr(v / 1000) for v in utc.dt.epoch("ms").to_list()]
+    if series.dtype == pl.Boolean:
+        return [None if v is None else ("true" if v else "false") for v in series.to_list()]
+    if series.dtype.is_numeric():
+        return [None if v is None else repr(v) for v in series.to_list()]
+    return series.cast(pl.String).to_list()
+
+
+def _unix_time(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        parsed = dt.datetime.fromisoformat(text)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.UTC)
+        return parsed.timestamp()
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
+
+
+def read_outcome_file(path: Path, *, now: float | None = None) -> list[OutcomeRecord]:
+    """Read and validate a labelled file (CSV, or Parquet by the ``.parquet`` suffix).
+
+    Columns: ``request_id`` and/or ``applicant_id`` (each row needs one of them non-empty),
+    ``defaulted`` (``0``/``1`` or ``true``/``false``, any case; Parquet booleans and integers
+    too) and optionally ``observed_at`` (unix seconds, an ISO-8601 date or datetime, UTC when it
+    has no zone; Parquet dates and datetimes too). Other columns are ignored. A request id may
+    appear once. Every problem is collected and raised as one :class:`OutcomeFileError` naming
+    file, row and column. ``now`` is the records' ``ts`` (default: the current time).
+    """
+    is_csv = path.suffix.lower() != ".parquet"
+
+    def fail(*problems: OutcomeFileProblem) -> OutcomeFileError:
+        return OutcomeFileError(path, problems, csv=is_csv)
+
+    if not path.is_file():
+        raise fail(OutcomeFileProblem(0, None, "no such file"))
+    try:
+        if is_csv:
+            frame = pl.read_csv(path, infer_schema=False, null_values=[""])
+        else:
+            frame = pl.read_parquet(path)
+    except (pl.exceptions.PolarsError, OSError) as e:
+        kind = "CSV" if is_csv else "Parquet"
+        raise fail(OutcomeFileProblem(0, None, f"not a readable {kind} file: {e}")) from e
+    ids = [c for c in _ID_COLUMNS if c in frame.columns]
+    header: list[OutcomeFileProblem] = []
+    if not ids:
+        header.append(OutcomeFileProblem(0, None, "needs a request_id or applicant_id column"))
+    if "defaulted" not in frame.columns:
+        header.append(OutcomeFileProblem(0, "defaulted", "column is missing"))
+    if header:
+        raise fail(*header)
+    if frame.height == 0:
+        raise fail(OutcomeFileProblem(0, None, "has no rows"))
+
+    columns: dict[str, list[str | None]] = {}
+    problems: list[OutcomeFileProblem] = []
+    for name in (*ids, "defaulted", "observed_at"):
+        if name not in frame.columns:
+            continue
+        series = frame.get_column(name)
+        if name in _ID_COLUMNS and not (
+            series.dtype == pl.String or series.dtype.is_integer() or series.dtype == pl.Null
+        ):
+            problems.append(OutcomeFileProblem(0, name, f"ids must be text, not {series.dtype}"))
+            continue
+        columns[name] = _as_text(series)
+    if problems:
+        raise fail(*problems)
+
+    ts = time.time() if now is None else now
+    empty: list[str | None] = [None] * frame.height
+    request_ids, applicant_ids = (
+        columns.get("request_id", empty),
+        columns.get("applicant_id", empty),
+    )
+    seen: dict[str, int] = {}
+    records: list[OutcomeRecord] = []
+    for i, (rid, aid, label, seen_at) in enumerate(
+        zip(
+            request_ids,
+            applicant_ids,
+            columns["defaulted"],
+            columns.get("observed_at", empty),
+            strict=True,
+        ),
+        start=1,
+    ):
+        rid, aid = (rid or "").strip(), (aid or "").strip()
+        bad = len(problems)
+        if not rid and not aid:
+            problems.append(OutcomeFileProblem(i, "/".join(ids), "no request_id or applicant_id"))
+        if rid:
+            if rid in seen:
+                problems.append(
+                    OutcomeFileProblem(i, "request_id", f"{rid!r} already given in row {seen[rid]}")
+                )
+            else:
+                seen[rid] = i
+        token = (label or "").strip().lower()
+        if token not in _TRUE and token not in _FALSE:
+            problems.append(
+                OutcomeFileProblem(i, "defaulted", f"{label!r} is not 0/1 or true/false")
+            )
+        observed: float | None = None
+        if seen_at is not None and seen_at.strip():
+            try:
+                observed = _unix_time(seen_at.strip())
+            except ValueError:
+                problems.append(
+                    OutcomeFileProblem(
+                        i, "observed_at", f"{seen_at!r} is not unix seconds or an ISO-8601 date"
+                    )
+                )
+        if len(problems) == bad:
+            records.append(OutcomeRecord(ts, rid, aid, token in _TRUE, observed))
+    if problems:
+        raise fail(*problems)
+    return records
+
+
+def import_outcomes(log: EvaluationLog, path: Path) -> int:
+    """Validate the labelled file at ``path`` (see :func:`read_outcome_file`) and, only when all
+    of it is valid, record it in ``log``. Returns the number of outcomes recorded."""
+    records = read_outcome_file(path)
+    with log.outcomes_writer(flush_records=len(records), max_pending=len(records)) as writer:
+        writer.write(records)
+    return len(records)
