@@ -17,7 +17,16 @@ from credit_core.errors import RegistryError
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
-__all__ = ["MlflowRegistry", "ModelRegistry", "ModelVersionRef", "local_tracking_uri"]
+__all__ = [
+    "ARCHIVED",
+    "CHALLENGER",
+    "CHAMPION",
+    "MlflowRegistry",
+    "ModelRegistry",
+    "ModelVersionRef",
+    "Promotion",
+    "local_tracking_uri",
+]
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +37,22 @@ class ModelVersionRef:
     version: str
     source: str
     run_id: str | None
+
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+ARCHIVED = "archived"
+"""Alias of the champion a promotion replaced."""
+
+
+@dataclass(frozen=True, slots=True)
+class Promotion:
+    """What :meth:`MlflowRegistry.promote` did: ``champion`` is the promoted version,
+    ``archived`` the former champion (None when there was none)."""
+
+    name: str
+    champion: ModelVersionRef
+    archived: ModelVersionRef | None
 
 
 class ModelRegistry(Protocol):
@@ -134,9 +159,79 @@ class MlflowRegistry:
                 raise
             return ModelVersionRef(name, str(mv.version), str(mv.source), mv.run_id)
 
+    def model_tags(self, name: str) -> dict[str, str]:
+        """Tags of the registered model (empty when it does not exist)."""
+        with _mapped("model tags"):
+            from mlflow.exceptions import MlflowException
+
+            try:
+                return dict(self.client.get_registered_model(name).tags)
+            except MlflowException as e:
+                if e.error_code == "RESOURCE_DOES_NOT_EXIST":
+                    return {}
+                raise
+
+    def set_model_tag(self, name: str, key: str, value: str) -> None:
+        with _mapped("model tag update"):
+            self.client.set_registered_model_tag(name, key, value)
+
     def set_alias(self, name: str, alias: str, version: str) -> None:
         with _mapped("alias update"):
             self.client.set_registered_model_alias(name, alias, version)
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        """Remove ``alias``; nothing happens when the model has no such alias."""
+        with _mapped("alias removal"):
+            self.client.delete_registered_model_alias(name, alias)
+
+    def set_version_tag(self, name: str, version: str, key: str, value: str) -> None:
+        with _mapped("version tag update"):
+            self.client.set_model_version_tag(name, version, key, value)
+
+    def promote(
+        self,
+        name: str,
+        *,
+        expected_version: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> Promotion:
+        """Make the challenger the champion: ``archived`` -> the current champion's version,
+        ``champion`` -> the challenger's version, then remove ``challenger``. In this order a
+        server watching the aliases always finds a champion (for a moment both aliases name the
+        new version). ``archived`` keeps only the latest former champion. ``tags`` go on the new
+        champion's version.
+
+        Raises ``RegistryError`` when there is no challenger, when it already is the champion,
+        or when it no longer points at ``expected_version`` (the version the evidence was for).
+        """
+        with _mapped("promotion"):
+            challenger = self.get_alias(name, CHALLENGER)
+            if challenger is None:
+                raise RegistryError(f"{name!r} has no {CHALLENGER!r} alias: nothing to promote")
+            if expected_version is not None and challenger.version != expected_version:
+                raise RegistryError(
+                    f"{name}@{CHALLENGER} is version {challenger.version}, not "
+                    f"{expected_version} as expected: compare again"
+                )
+            champion = self.get_alias(name, CHAMPION)
+            if champion is not None and champion.version == challenger.version:
+                raise RegistryError(
+                    f"{name}@{CHALLENGER} is version {challenger.version}, already the champion"
+                )
+            if champion is not None:
+                self.set_alias(name, ARCHIVED, champion.version)
+            self.set_alias(name, CHAMPION, challenger.version)
+            self.delete_alias(name, CHALLENGER)
+            for key, value in (tags or {}).items():
+                self.set_version_tag(name, challenger.version, key, value)
+            log.info(
+                "promoted %s version %s to %s (former champion: %s)",
+                name,
+                challenger.version,
+                CHAMPION,
+                champion.version if champion else "none",
+            )
+            return Promotion(name, challenger, champion)
 
     def download(self, ref: ModelVersionRef, dst: Path) -> Path:
         with _mapped("artifact download"):

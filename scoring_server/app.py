@@ -1,4 +1,4 @@
-"""The composition root's parts put together: metrics, registry, loader, service, gRPC server."""
+"""A serving worker's parts put together: metrics, loader, service, gRPC server."""
 
 from __future__ import annotations
 
@@ -7,23 +7,23 @@ import logging
 import threading
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 from typing import TypeVar
 
-from credit_core import FeatureStoreError, ModelNotReady, ModelRejectedError, RegistryError
+from credit_core import CreditError, FeatureStoreError, ModelRef
 from credit_core.bundle import ENTITY_ID
+from credit_core.evaluation import EvaluationLog
 from credit_core.feature_store import InMemoryFeatureStore, rows_from_records, store_from_url
-from credit_core.registry import MlflowRegistry
 from scoring_server.grpc.server import GrpcServer, create_server
 from scoring_server.loader import LoadedModel, ModelLoader
+from scoring_server.manifest import ManifestFollower, ServingManifest, Variant
 from scoring_server.metrics import ServerMetrics
-from scoring_server.service import ScoringService
+from scoring_server.service import ScoringService, Variants
 from scoring_server.settings import ServerSettings
 
 __all__ = ["ScoringApp"]
 
 log = logging.getLogger(__name__)
-
-CHAMPION = "champion"
 
 _T = TypeVar("_T")
 
@@ -77,76 +77,105 @@ def fill_embedded_store(store: InMemoryFeatureStore, model: LoadedModel) -> int:
 
 
 class ScoringApp:
-    """Starts serving at once (health NOT_SERVING, calls UNAVAILABLE) and loads the champion in
-    the background; health turns SERVING when a model passed every gate."""
+    """One serving worker. Starts serving at once (health NOT_SERVING, calls UNAVAILABLE) and
+    follows the serving manifest the control process publishes: each new version is loaded from
+    local disk (compiled-library cache, parity gate again) off the event loop, then swapped in
+    atomically; health turns SERVING when a champion is loaded. A version that fails to load
+    here is logged and the previous one keeps serving."""
 
-    def __init__(self, settings: ServerSettings) -> None:
+    def __init__(self, settings: ServerSettings, manifest_path: Path) -> None:
         self.settings = settings
         self.metrics = ServerMetrics()
-        self.registry = MlflowRegistry(settings.tracking_uri())
         self.loader = ModelLoader(
-            self.registry,
+            None,
             model_name=settings.model_name,
             state_dir=settings.state_dir,
             parity_tolerance=settings.parity_tolerance,
             parallel_units=settings.compile_parallel_units,
         )
         self.store = store_from_url(settings.redis_url)
+        self.evaluation = EvaluationLog(settings.evaluation_dir())
+        self.predictions = (
+            self.evaluation.predictions_writer() if settings.log_predictions else None
+        )
+        self.outcomes = self.evaluation.outcomes_writer()
         self.service = ScoringService(
             settings.policy(),
             max_batch_size=settings.max_batch_size,
             metrics=self.metrics,
             store=self.store,
             store_timeout=settings.feature_store_timeout_seconds,
+            predictions=self.predictions,
+            outcomes=self.outcomes,
         )
+        self.follower = ManifestFollower(manifest_path)
         self.grpc_port = 0
-        self.metrics_port = 0
         self._server: GrpcServer | None = None
-        self._loading: asyncio.Task[None] | None = None
+        self._following: asyncio.Task[None] | None = None
+        self._loaded: dict[tuple[str, str], LoadedModel] = {}
+        """(alias, version) -> model, for the versions in the current manifest."""
 
     async def start(self) -> None:
-        self.metrics_port = self.metrics.serve(self.settings.host, self.settings.metrics_port)
         server = await create_server(self.settings, self.service, self.metrics)
         await server.start()
         self._server = server
         self.grpc_port = server.port
-        log.info(
-            "serving gRPC on %s:%d, metrics on http://%s:%d/metrics (health NOT_SERVING until a "
-            "model is loaded)",
-            self.settings.host,
-            self.grpc_port,
-            self.settings.host,
-            self.metrics_port,
-        )
-        self._loading = asyncio.create_task(self._load_champion())
+        self._following = asyncio.create_task(self._follow())
 
-    async def _load_champion(self) -> None:
-        rejected: str | None = None
+    async def _follow(self) -> None:
         while True:
             try:
-                version = await _in_daemon_thread(lambda: self.loader.resolve(CHAMPION))
-                if version.version != rejected:
-                    model = await _in_daemon_thread(lambda: self.loader.load(CHAMPION))
-                    embedded = self.store
-                    if isinstance(embedded, InMemoryFeatureStore):
-                        await _in_daemon_thread(partial(fill_embedded_store, embedded, model))
-                    await self._warm_up_store(model)
-                    self.service.set_model(model)
-                    self.metrics.model_loads.labels("loaded").inc()
-                    if self._server is not None:
-                        await self._server.health.set_serving(True)
-                    log.info("health SERVING: %s v%s", model.ref.name, model.ref.version)
-                    return
-            except (ModelNotReady, RegistryError) as e:
-                self.metrics.model_loads.labels("unavailable").inc()
-                log.warning(
-                    "no model yet: %s (retrying in %.0f s)", e, self.settings.registry_poll_seconds
-                )
-            except ModelRejectedError as e:
-                self.metrics.model_loads.labels("rejected").inc()
-                rejected = version.version  # not retried until the alias moves
-                log.error("model refused: %s; waiting for another version", e)
-            await asyncio.sleep(self.settings.registry_poll_seconds)
+                manifest = self.follower.changed()
+                if manifest is not None:
+                    await self._apply(manifest)
+            except Exception:  # a bad manifest or load must not stop the worker from serving
+                log.exception("serving manifest not applied; the current models keep serving")
+            await asyncio.sleep(self.settings.manifest_poll_seconds)
+
+    async def _apply(self, manifest: ServingManifest) -> None:
+        wanted = {"champion": manifest.champion, "challenger": manifest.challenger}
+        loaded: dict[str, LoadedModel | None] = {}
+        for alias, variant in wanted.items():
+            loaded[alias] = None if variant is None else await self._model(alias, variant)
+        champion = loaded["champion"]
+        if champion is None:
+            return
+        challenger = loaded["challenger"]
+        self._loaded = {(m.ref.variant, m.ref.version): m for m in (champion, challenger) if m}
+        self.service.set_variants(Variants(champion, challenger, manifest.routing))
+        if self._server is not None:
+            await self._server.health.set_serving(True)
+        log.info(
+            "serving %s v%s%s (manifest %d)",
+            champion.ref.name,
+            champion.ref.version,
+            f", challenger v{challenger.ref.version} ({manifest.routing.mode})"
+            if challenger
+            else "",
+            manifest.generation,
+        )
+
+    async def _model(self, alias: str, variant: Variant) -> LoadedModel | None:
+        """The loaded model for ``variant``: the one already serving, or a fresh load; on a
+        failed load, what serves now under ``alias`` (or None)."""
+        key = (alias, variant.version)
+        if key in self._loaded:
+            return self._loaded[key]
+        ref = ModelRef(self.settings.model_name, variant.version, alias)
+        try:
+            model = await _in_daemon_thread(
+                partial(self.loader.load_bundle, Path(variant.bundle_dir), ref)
+            )
+        except CreditError as e:
+            self.metrics.model_loads.labels("rejected").inc()
+            log.error("model refused in this worker: %s v%s: %s", alias, variant.version, e)
+            current = [m for (a, _), m in self._loaded.items() if a == alias]
+            return current[0] if current else None
+        embedded = self.store
+        if isinstance(embedded, InMemoryFeatureStore):
+            await _in_daemon_thread(partial(fill_embedded_store, embedded, model))
+        await self._warm_up_store(model)
+        return model
 
     async def _warm_up_store(self, model: LoadedModel) -> None:
         """Open the feature-store connection before the first request needs it (a first connect
@@ -160,9 +189,12 @@ class ScoringApp:
             log.warning("feature store not reachable yet (requests will retry): %s", e)
 
     async def stop(self) -> None:
-        """Stop accepting, let in-flight calls finish within the grace period."""
-        if self._loading is not None:
-            self._loading.cancel()
+        """Stop accepting, let in-flight calls finish within the grace period, flush the logs."""
+        if self._following is not None:
+            self._following.cancel()
         if self._server is not None:
             await self._server.stop(self.settings.shutdown_grace_seconds)
+        for writer in (self.predictions, self.outcomes):
+            if writer is not None:
+                writer.close()
         log.info("stopped")

@@ -66,7 +66,7 @@ class LoadedModel:
 class ModelLoader:
     def __init__(
         self,
-        registry: ModelRegistry,
+        registry: ModelRegistry | None,
         *,
         model_name: str,
         state_dir: Path,
@@ -82,6 +82,8 @@ class ModelLoader:
         self.parallel_units = parallel_units
 
     def resolve(self, alias: str) -> ModelVersionRef:
+        if self.registry is None:
+            raise ModelNotReady("this process has no registry: it loads bundles it is given")
         ref = self.registry.get_alias(self.model_name, alias)
         if ref is None:
             raise ModelNotReady(
@@ -89,44 +91,55 @@ class ModelLoader:
             )
         return ref
 
+    def fetch(self, alias: str) -> tuple[ModelVersionRef, Path]:
+        """The version ``alias`` points at and its bundle directory (downloaded once)."""
+        version = self.resolve(alias)
+        return version, self._download(version)
+
     def load(self, alias: str = "champion") -> LoadedModel:
         """Load the version ``alias`` points at. Raises ``ModelRejectedError`` when a gate fails."""
-        version = self.resolve(alias)
-        bundle = ModelBundle.read(self._download(version))
+        version, bundle_dir = self.fetch(alias)
+        return self.load_bundle(bundle_dir, ModelRef(self.model_name, version.version, alias))
+
+    def load_bundle(self, bundle_dir: Path, ref: ModelRef) -> LoadedModel:
+        """Load a downloaded bundle without the registry (what serving workers do): spec and
+        schema checks, compile (or reuse the cached library), parity gate."""
+        version = ref.version
+        bundle = ModelBundle.read(bundle_dir)
         try:
             pipeline = FeaturePipeline(load_spec(bundle.spec_path))
         except SpecError as e:
-            raise ModelRejectedError(f"version {version.version}: bad feature spec: {e}") from e
+            raise ModelRejectedError(f"version {version}: bad feature spec: {e}") from e
         if pipeline.schema_hash != bundle.schema_hash:
             raise SchemaMismatch(
-                f"version {version.version}: schema hash {bundle.schema_hash[:12]} does not match "
+                f"version {version}: schema hash {bundle.schema_hash[:12]} does not match "
                 f"its spec ({pipeline.schema_hash[:12]})"
             )
         if pipeline.feature_names != bundle.feature_names:
-            raise SchemaMismatch(f"version {version.version}: feature names differ from its spec")
+            raise SchemaMismatch(f"version {version}: feature names differ from its spec")
         runtime = CompiledModel.build(bundle, self.cache_dir, self.parallel_units)
-        ref = bundle.reference()
-        expected = 1.0 / (1.0 + np.exp(-ref.margin))
+        reference = bundle.reference()
+        expected = 1.0 / (1.0 + np.exp(-reference.margin))
         diff = max(  # both predict paths (direct per-row call, batch Predictor) pass the gate
-            float(np.max(np.abs(runtime.predict_rows(ref.features) - expected))),
-            float(np.max(np.abs(runtime.predict_batch(ref.features) - expected))),
+            float(np.max(np.abs(runtime.predict_rows(reference.features) - expected))),
+            float(np.max(np.abs(runtime.predict_batch(reference.features) - expected))),
         )
         if not diff <= self.parity_tolerance:  # NaN fails too
             runtime.unload()
             raise ModelRejectedError(
-                f"version {version.version}: compiled predictions differ from XGBoost's by "
+                f"version {version}: compiled predictions differ from XGBoost's by "
                 f"{diff:.3g} > {self.parity_tolerance:g} on {len(expected)} reference rows"
             )
         log.info(
             "loaded %s version %s (%s): parity max |diff| %.3g on %d rows",
-            self.model_name,
-            version.version,
-            alias,
+            ref.name,
+            version,
+            ref.variant,
             diff,
             len(expected),
         )
         return LoadedModel(
-            ref=ModelRef(self.model_name, version.version, alias),
+            ref=ref,
             bundle=bundle,
             pipeline=pipeline,
             runtime=runtime,
@@ -139,6 +152,8 @@ class ModelLoader:
         if not (bundle_dir / "metadata.json").is_file():
             tmp = target.with_name(target.name + ".partial")
             shutil.rmtree(tmp, ignore_errors=True)
+            if self.registry is None:
+                raise ModelNotReady("this process has no registry to download from")
             path = self.registry.download(version, tmp)
             if path.resolve() != (tmp / "model").resolve():
                 raise ModelRejectedError(f"version {version.version}: unexpected layout {path}")

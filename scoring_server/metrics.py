@@ -1,10 +1,16 @@
-"""Prometheus metrics of the scoring server, on their own registry and HTTP port."""
+"""Prometheus metrics of the scoring server.
+
+Served processes write their values to files under ``PROMETHEUS_MULTIPROC_DIR`` (set by the
+control process before anything imports ``prometheus_client``); the control process serves the
+sum over all of them on one ``/metrics`` port. Without that variable (in-process use, benchmarks)
+values live in memory as usual.
+"""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-__all__ = ["ServerMetrics"]
+__all__ = ["ServerMetrics", "serve_multiprocess"]
 
 LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -40,6 +46,7 @@ class ServerMetrics:
             "1 for the model being served, labelled with its identity.",
             ["model_name", "model_version", "variant", "schema_hash"],
             registry=self.registry,
+            multiprocess_mode="liveall",
         )
         self.model_loads = Counter(
             "credit_scoring_model_loads",
@@ -51,10 +58,23 @@ class ServerMetrics:
             "credit_scoring_model_compile_seconds",
             "Seconds the served model took to compile (from the cache record on a cache hit).",
             registry=self.registry,
+            multiprocess_mode="mostrecent",
         )
         self.parity_diff = Gauge(
             "credit_scoring_model_parity_max_abs_diff",
             "Largest |compiled - XGBoost| PD on the reference sample of the served model.",
+            ["variant"],
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+        self.shadow_failures = Counter(
+            "credit_scoring_shadow_failures",
+            "Shadow (challenger) scorings that failed; the champion's answer was still given.",
+            registry=self.registry,
+        )
+        self.worker_restarts = Counter(
+            "credit_scoring_worker_restarts",
+            "Serving worker processes that died and were restarted by the control process.",
             registry=self.registry,
         )
 
@@ -79,3 +99,13 @@ class ServerMetrics:
         """Start the /metrics HTTP server in a daemon thread; returns the bound port."""
         server, _thread = start_http_server(port, addr=host, registry=self.registry)
         return int(server.server_address[1])
+
+
+def serve_multiprocess(host: str, port: int) -> int:
+    """Serve the sum of every process's metrics (multiprocess mode); returns the bound port."""
+    from prometheus_client import multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    server, _thread = start_http_server(port, addr=host, registry=registry)
+    return int(server.server_address[1])

@@ -3,10 +3,14 @@ features, predict, decide."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
+import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -19,11 +23,22 @@ from credit_core import (
     ScoringPolicy,
 )
 from credit_core.errors import FeatureStoreError
+from credit_core.evaluation import OutcomeRecord, PredictionRecord
 from credit_core.feature_store import FeatureStore
 from scoring_server.loader import EntityLookup, LoadedModel
+from scoring_server.manifest import Routing
 from scoring_server.metrics import ServerMetrics
 
-__all__ = ["RecentIds", "ScoringRequest", "ScoringService"]
+__all__ = [
+    "OutcomeReport",
+    "OutcomeSink",
+    "PredictionSink",
+    "RecentIds",
+    "ScoringRequest",
+    "ScoringService",
+    "Variants",
+    "routing_bucket",
+]
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +83,91 @@ class RecentIds:
             del self._ids[next(iter(self._ids))]
 
 
+class PredictionSink(Protocol):
+    """Takes prediction records without blocking the caller for long (buffered)."""
+
+    def write(self, records: Sequence[PredictionRecord]) -> None: ...
+
+
+class OutcomeSink(Protocol):
+    def write(self, records: Sequence[OutcomeRecord]) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeReport:
+    """An observed outcome as reported by a caller (``observed_at`` 0: now)."""
+
+    request_id: str
+    applicant_id: str
+    defaulted: bool
+    observed_at: float = 0.0
+
+
+def _by_model(
+    variants: Variants, requests: Sequence[ScoringRequest]
+) -> Iterator[tuple[LoadedModel, list[int]]]:
+    """The requests' indexes grouped by the model that answers them (champion first)."""
+    if variants.challenger is None or variants.routing.mode != "split":
+        yield variants.champion, list(range(len(requests)))
+        return
+    groups: dict[int, list[int]] = {}
+    models: dict[int, LoadedModel] = {}
+    for i, r in enumerate(requests):
+        m = variants.answering(r)
+        groups.setdefault(id(m), []).append(i)
+        models[id(m)] = m
+    for key, idx in groups.items():
+        yield models[key], idx
+
+
+def _violation_order(v: tuple[str, str]) -> int:
+    """``requests[i].field`` violations back in request order after grouping by model (the sort
+    is stable: a request's own violations keep their order)."""
+    head, _, _ = v[0].partition("]")
+    return int(head.removeprefix("requests["))
+
+
+def routing_bucket(key: str) -> float:
+    """A stable point in [0, 1) for an id (the same on every process, host and restart)."""
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
+
+
+@dataclass(frozen=True, slots=True)
+class Variants:
+    """What is served, swapped as one object: a call takes it once and finishes on it."""
+
+    champion: LoadedModel
+    challenger: LoadedModel | None = None
+    routing: Routing = field(default_factory=Routing)
+
+    def answering(self, request: ScoringRequest) -> LoadedModel:
+        """The model whose answer the caller gets. In ``split`` mode an applicant always meets
+        the same variant (hash of ``applicant_id``; of ``request_id`` when it has none)."""
+        if self.challenger is None or self.routing.mode != "split":
+            return self.champion
+        key = request.applicant_id or request.request_id
+        return (
+            self.challenger
+            if routing_bucket(key) < self.routing.challenger_share
+            else self.champion
+        )
+
+    @property
+    def shadow(self) -> LoadedModel | None:
+        """In ``shadow`` mode, the model that scores every request beside the champion."""
+        return self.challenger if self.routing.mode == "shadow" else None
+
+    @property
+    def models(self) -> tuple[LoadedModel, ...]:
+        return (self.champion,) if self.challenger is None else (self.champion, self.challenger)
+
+
 class ScoringService:
-    """Scores requests with the current model. ``set_model`` swaps the model atomically: a call
-    takes one reference to the model at its start and finishes on it."""
+    """Scores requests with the models being served. ``set_variants`` swaps them atomically: a
+    call takes one reference at its start and finishes on it."""
 
     def __init__(
         self,
@@ -80,39 +177,53 @@ class ScoringService:
         metrics: ServerMetrics,
         store: FeatureStore,
         store_timeout: float,
+        predictions: PredictionSink | None = None,
+        outcomes: OutcomeSink | None = None,
     ) -> None:
         self.policy = policy
         self.max_batch_size = max_batch_size
         self.metrics = metrics
         self.store = store
         self.store_timeout = store_timeout
-        self._model: LoadedModel | None = None
+        self.predictions = predictions
+        """Where every prediction (served and shadow) is recorded for evaluation."""
+        self.outcomes = outcomes
+        """Where reported outcomes are recorded (written through before the call returns)."""
+        self._variants: Variants | None = None
 
     @property
-    def model(self) -> LoadedModel | None:
-        return self._model
+    def variants(self) -> Variants | None:
+        return self._variants
 
     def set_model(self, model: LoadedModel) -> None:
-        old, self._model = self._model, model
-        r = model.ref
-        if old is not None:
-            o = old.ref
-            self.metrics.model_info.remove(o.name, o.version, o.variant, old.bundle.schema_hash)
-        self.metrics.model_info.labels(r.name, r.version, r.variant, model.bundle.schema_hash).set(
-            1
-        )
-        self.metrics.compile_seconds.set(model.runtime.compile_seconds)
-        self.metrics.parity_diff.set(model.parity_max_abs_diff)
+        """Serve ``model`` alone."""
+        self.set_variants(Variants(model))
 
-    def _current(self) -> LoadedModel:
-        model = self._model
-        if model is None:
+    def set_variants(self, variants: Variants) -> None:
+        old, self._variants = self._variants, variants
+        if old is not None:
+            for m in old.models:
+                r = m.ref
+                self.metrics.model_info.remove(r.name, r.version, r.variant, m.bundle.schema_hash)
+                self.metrics.parity_diff.remove(r.variant)
+        for m in variants.models:
+            r = m.ref
+            self.metrics.model_info.labels(r.name, r.version, r.variant, m.bundle.schema_hash).set(
+                1
+            )
+            self.metrics.parity_diff.labels(r.variant).set(m.parity_max_abs_diff)
+        self.metrics.compile_seconds.set(variants.champion.runtime.compile_seconds)
+
+    def _current(self) -> Variants:
+        variants = self._variants
+        if variants is None:
             raise ModelNotReady("no model is loaded yet")
-        return model
+        return variants
 
     async def score(self, request: ScoringRequest) -> ScoreResult:
         """One applicant. Raises ``InvalidRequestError`` naming every bad field."""
-        model = self._current()
+        variants = self._current()
+        model = variants.answering(request)
         (prepared,) = await self._enrich(model, [request])
         violations = list(prepared.violations)
         if not request.request_id:
@@ -122,7 +233,11 @@ class ScoringService:
         if violations:
             raise InvalidRequestError(violations)
         pd = model.runtime.predict(vector.reshape(1, -1))
-        return self._result(model, request.request_id, float(pd[0]), prepared)
+        result = self._result(model, request, float(pd[0]), prepared)
+        self._record([result], [request])
+        if variants.shadow is not None:
+            await self._score_shadow(variants.shadow, [request])
+        return result
 
     async def score_batch(self, requests: Sequence[ScoringRequest]) -> list[ScoreResult]:
         """All or nothing: any bad request fails the batch, naming ``requests[i].<field>``."""
@@ -137,17 +252,31 @@ class ScoringService:
                     )
                 ]
             )
-        model = self._current()
-        prepared = await self._enrich(model, requests)
-        per_item = self._validate(model, requests, prepared, RecentIds(len(requests)))
-        violations = [(f"requests[{i}].{f}", d) for i, v in enumerate(per_item[1]) for f, d in v]
+        variants = self._current()
+        seen = RecentIds(len(requests))
+        violations: list[tuple[str, str]] = []
+        groups = []
+        for model, idx in _by_model(variants, requests):
+            group = [requests[i] for i in idx]
+            prepared = await self._enrich(model, group)
+            matrix, per_item = self._validate(model, group, prepared, seen)
+            violations.extend(
+                (f"requests[{i}].{f}", d) for i, v in zip(idx, per_item, strict=True) for f, d in v
+            )
+            groups.append((model, idx, group, prepared, matrix))
         if violations:
+            violations.sort(key=_violation_order)
             raise InvalidRequestError(violations)
-        pds = model.runtime.predict(per_item[0])
-        return [
-            self._result(model, r.request_id, float(p), e)
-            for r, p, e in zip(requests, pds, prepared, strict=True)
-        ]
+        out: list[ScoreResult | None] = [None] * len(requests)
+        for model, idx, group, prepared, matrix in groups:
+            pds = model.runtime.predict(matrix)
+            for i, r, p, e in zip(idx, group, pds, prepared, strict=True):
+                out[i] = self._result(model, r, float(p), e)
+        results = [r for r in out if r is not None]
+        self._record(results, requests)
+        if variants.shadow is not None:
+            await self._score_shadow(variants.shadow, requests)
+        return results
 
     async def score_each(
         self, requests: Sequence[ScoringRequest], seen_ids: RecentIds | None = None
@@ -155,11 +284,33 @@ class ScoringService:
         """Per-item answers (streams): a bad item gets its own error, the others are scored.
         ``seen_ids``: request ids already used in this stream (a repeat is a violation)."""
         try:
-            model = self._current()
-            prepared = await self._enrich(model, requests)
-        except (ModelNotReady, FeatureStoreError) as e:
+            variants = self._current()
+        except ModelNotReady as e:
             return [e for _ in requests]
         seen = RecentIds(len(requests)) if seen_ids is None else seen_ids
+        out: list[ScoreResult | CreditError | None] = [None] * len(requests)
+        scored: list[ScoringRequest] = []
+        results: list[ScoreResult] = []
+        for model, idx in _by_model(variants, requests):
+            group = [requests[i] for i in idx]
+            for i, answer in zip(idx, await self._score_group(model, group, seen), strict=True):
+                out[i] = answer
+                if isinstance(answer, ScoreResult):
+                    scored.append(requests[i])
+                    results.append(answer)
+        self._record(results, scored)
+        if variants.shadow is not None and scored:
+            await self._score_shadow(variants.shadow, scored)
+        return [a for a in out if a is not None]  # every slot was filled by its group
+
+    async def _score_group(
+        self, model: LoadedModel, requests: Sequence[ScoringRequest], seen: RecentIds
+    ) -> list[ScoreResult | CreditError]:
+        """One model, per-item answers: one store round trip, one kernel call, one predict."""
+        try:
+            prepared = await self._enrich(model, requests)
+        except FeatureStoreError as e:
+            return [e for _ in requests]
         matrix, per_item = self._validate(model, requests, prepared, seen)
         good = [i for i, v in enumerate(per_item) if not v]
         pds = iter(model.runtime.predict(matrix[good]) if good else ())
@@ -168,8 +319,86 @@ class ScoringService:
             if v:
                 out.append(InvalidRequestError(v))
             else:
-                out.append(self._result(model, r.request_id, float(next(pds)), prep))
+                out.append(self._result(model, r, float(next(pds)), prep))
         return out
+
+    async def _score_shadow(self, model: LoadedModel, requests: Sequence[ScoringRequest]) -> None:
+        """Score what the champion answered with the challenger too, for evaluation only: its
+        outcome never changes the answer, and its failures are counted, not raised."""
+        try:
+            answers = await self._score_group(model, requests, RecentIds(len(requests)))
+        except Exception:  # a shadow must never fail a served call
+            log.exception("shadow scoring failed")
+            self.metrics.shadow_failures.inc(len(requests))
+            return
+        ok = [(r, a) for r, a in zip(requests, answers, strict=True) if isinstance(a, ScoreResult)]
+        if len(ok) < len(requests):
+            self.metrics.shadow_failures.inc(len(requests) - len(ok))
+        self._record([a for _, a in ok], [r for r, _ in ok], served=False)
+
+    async def record_outcomes(self, reports: Sequence[OutcomeReport]) -> int:
+        """All or nothing: every outcome is validated, then all are written to disk before this
+        returns. Raises ``InvalidRequestError`` naming ``outcomes[i].<field>``."""
+        if self.outcomes is None:
+            raise ModelNotReady("this server records no outcomes (no evaluation log)")
+        if not reports:
+            raise InvalidRequestError([("outcomes", "must hold at least one outcome")])
+        if len(reports) > self.max_batch_size:
+            raise InvalidRequestError(
+                [("outcomes", f"{len(reports)} outcomes exceed the limit of {self.max_batch_size}")]
+            )
+        violations: list[tuple[str, str]] = []
+        for i, r in enumerate(reports):
+            if not r.request_id and not r.applicant_id:
+                violations.append((f"outcomes[{i}]", "needs a request_id or an applicant_id"))
+            if not (math.isfinite(r.observed_at) and r.observed_at >= 0):
+                violations.append(
+                    (f"outcomes[{i}].observed_at", "must be a Unix time in seconds (0: now)")
+                )
+        if violations:
+            raise InvalidRequestError(violations)
+        now = time.time()
+        self.outcomes.write(
+            [
+                OutcomeRecord(
+                    ts=now,
+                    request_id=r.request_id,
+                    applicant_id=r.applicant_id,
+                    defaulted=r.defaulted,
+                    observed_at=r.observed_at or now,
+                )
+                for r in reports
+            ]
+        )
+        await asyncio.to_thread(self.outcomes.flush)
+        return len(reports)
+
+    def _record(
+        self,
+        results: Sequence[ScoreResult],
+        requests: Sequence[ScoringRequest],
+        *,
+        served: bool = True,
+    ) -> None:
+        sink = self.predictions
+        if sink is None or not results:
+            return
+        now = time.time()
+        sink.write(
+            [
+                PredictionRecord(
+                    ts=now,
+                    request_id=res.request_id,
+                    applicant_id=req.applicant_id,
+                    model_name=res.model.name,
+                    variant="challenger" if res.model.variant == "challenger" else "champion",
+                    model_version=res.model.version,
+                    pd=res.pd,
+                    served=served,
+                )
+                for res, req in zip(results, requests, strict=True)
+            ]
+        )
 
     async def _enrich(
         self, model: LoadedModel, requests: Sequence[ScoringRequest]
@@ -221,13 +450,13 @@ class ScoringService:
         return matrix, per_item
 
     def _result(
-        self, model: LoadedModel, request_id: str, pd: float, prepared: _Prepared
+        self, model: LoadedModel, request: ScoringRequest, pd: float, prepared: _Prepared
     ) -> ScoreResult:
         self.metrics.applicants.labels(model.ref.version, model.ref.variant).inc()
         if prepared.degraded:
             self.metrics.degraded.inc()
         return ScoreResult(
-            request_id=request_id,
+            request_id=request.request_id,
             pd=pd,
             score=self.policy.score(pd),
             decision=self.policy.decide(pd),

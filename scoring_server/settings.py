@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import AliasChoices, Field, field_validator
@@ -64,6 +65,21 @@ class ServerSettings(BaseSettings):
     """ScoreStream: after a batch's first message, how long to wait for more."""
     stream_queue_size: int = Field(_BATCHING.queue_size, ge=1)
     """ScoreStream: messages read ahead of scoring per stream; beyond, the server stops reading."""
+    workers: int = Field(default_factory=lambda: len(os.sched_getaffinity(0)), ge=1)
+    """Serving processes sharing the gRPC port (SO_REUSEPORT); default: the cores this process
+    may run on. A control process beside them watches the registry and serves /metrics."""
+    worker_index: int | None = None
+    """Set by the control process in each worker's environment; not a user setting."""
+    manifest_path: Path | None = None
+    """Set by the control process: the serving manifest a worker follows; not a user setting."""
+    manifest_poll_seconds: float = Field(0.2, gt=0)
+    """How often a worker checks the serving manifest for a new model (one ``stat``)."""
+    evaluation_dir_override: Path | None = Field(
+        None, validation_alias=AliasChoices("ALTSCORE_EVALUATION_DIR")
+    )
+    """Where predictions and outcomes are logged; default ``<state_dir>/evaluation``."""
+    log_predictions: bool = True
+    """Record every prediction (served and shadow) in the evaluation log for ``compare``."""
     shutdown_grace_seconds: float = Field(5.0, ge=0)
     """On SIGTERM: time in-flight calls get to finish."""
     base_score: float = _POLICY.base_score
@@ -81,6 +97,9 @@ class ServerSettings(BaseSettings):
         from credit_core.registry import local_tracking_uri
 
         return self.mlflow_tracking_uri or local_tracking_uri(self.state_dir / "mlflow")
+
+    def evaluation_dir(self) -> Path:
+        return self.evaluation_dir_override or self.state_dir / "evaluation"
 
     def policy(self) -> ScoringPolicy:
         return ScoringPolicy(

@@ -113,6 +113,7 @@ def start_server(
         "ALTSCORE_GRPC_PORT": str(grpc_port),
         "ALTSCORE_METRICS_PORT": str(metrics_port),
         "ALTSCORE_REGISTRY_POLL_SECONDS": "1",
+        "ALTSCORE_WORKERS": "1",  # tests that need more set it
         **env,
     }
     log_file = log_path.open("wb")
@@ -192,6 +193,33 @@ def register_tampered(state_dir: Path, tmp: Path, alias: str, tamper: str) -> No
     )
     version = registry.register(MODEL_NAME, run_id, "model", tags={"tampered": tamper})
     registry.set_alias(MODEL_NAME, alias, version.version)
+
+
+def registry_at(state_dir: Path) -> MlflowRegistry:
+    return MlflowRegistry(
+        local_tracking_uri(state_dir / "mlflow"), state_dir / "mlflow" / "artifacts"
+    )
+
+
+def champion_bundle(trained: TrainedModel, dst: Path) -> Path:
+    """The trained champion's bundle directory, downloaded to ``dst``."""
+    registry = registry_at(trained.state_dir)
+    source = registry.get_alias(MODEL_NAME, "champion")
+    assert source is not None
+    return registry.download(source, dst)
+
+
+def register_bundle(state_dir: Path, bundle: Path, alias: str | None = None) -> str:
+    """Register ``bundle`` as a new version of the test model in ``state_dir``'s store (created
+    when missing); returns the version, and points ``alias`` at it when given."""
+    registry = registry_at(state_dir)
+    run_id = registry.log_run(
+        "copies", run_name=bundle.name, params={}, metrics={}, artifacts={"model": bundle}, tags={}
+    )
+    version = registry.register(MODEL_NAME, run_id, "model", tags={})
+    if alias is not None:
+        registry.set_alias(MODEL_NAME, alias, version.version)
+    return version.version
 
 
 @pytest.fixture(scope="session")

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from credit_core import Decision, ModelRef, ScoreResult, ScoringPolicy
 from feature_kernels import FeaturePipeline
 from scoring_server.grpc._proto import scoring_pb2 as pb
 from scoring_server.loader import LoadedModel
-from scoring_server.service import ScoringRequest
+from scoring_server.service import OutcomeReport, ScoringRequest
 
-__all__ = ["model_info_to_pb", "to_domain", "to_pb"]
+__all__ = ["model_info_to_pb", "outcome_to_domain", "to_domain", "to_pb"]
 
 _DECISION = {
     Decision.APPROVE: pb.DECISION_APPROVE,
@@ -34,6 +34,15 @@ def to_domain(request: pb.ScoreRequest) -> ScoringRequest:
         numeric=dict(a.numeric),
         categorical=dict(a.categorical),
         explain=request.explain,
+    )
+
+
+def outcome_to_domain(outcome: pb.Outcome) -> OutcomeReport:
+    return OutcomeReport(
+        request_id=outcome.request_id,
+        applicant_id=outcome.applicant_id,
+        defaulted=outcome.defaulted,
+        observed_at=outcome.observed_at,
     )
 
 
@@ -83,7 +92,9 @@ def _inputs(pipeline: FeaturePipeline) -> list[pb.InputInfo]:
     return out
 
 
-def model_info_to_pb(model: LoadedModel | None, policy: ScoringPolicy) -> pb.GetModelInfoResponse:
+def model_info_to_pb(
+    models: Sequence[LoadedModel], policy: ScoringPolicy
+) -> pb.GetModelInfoResponse:
     response = pb.GetModelInfoResponse(
         policy=pb.ScorePolicy(
             base_score=policy.base_score,
@@ -93,7 +104,7 @@ def model_info_to_pb(model: LoadedModel | None, policy: ScoringPolicy) -> pb.Get
             decline_from=policy.decline_from,
         )
     )
-    if model is not None:
+    for model in models:
         metrics: Mapping[str, object] = model.bundle.metadata.get("metrics", {})
         response.models.append(
             pb.ModelInfo(

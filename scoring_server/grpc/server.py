@@ -63,6 +63,7 @@ async def create_server(
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
+            ("grpc.so_reuseport", 1),  # the workers share the port the control process reserved
         ]
     )
     pb_grpc.add_ScoringServicer_to_server(  # type: ignore[no-untyped-call]

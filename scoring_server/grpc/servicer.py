@@ -13,7 +13,7 @@ from credit_core import ScoreResult
 from scoring_server.batching import StreamBatching, micro_batches
 from scoring_server.grpc._proto import scoring_pb2 as pb
 from scoring_server.grpc._proto import scoring_pb2_grpc as pb_grpc
-from scoring_server.grpc.converters import model_info_to_pb, to_domain, to_pb
+from scoring_server.grpc.converters import model_info_to_pb, outcome_to_domain, to_domain, to_pb
 from scoring_server.grpc.errors import status_code_of, to_status_proto
 from scoring_server.metrics import ServerMetrics
 from scoring_server.service import RecentIds, ScoringService
@@ -106,12 +106,27 @@ class ScoringServicer(pb_grpc.ScoringServicer):
                         request_id=request.request_id, error=to_status_proto(outcome)
                     )
 
+    async def ReportOutcome(
+        self,
+        request: pb.ReportOutcomeRequest,
+        context: grpc.aio.ServicerContext[pb.ReportOutcomeRequest, pb.ReportOutcomeResponse],
+    ) -> pb.ReportOutcomeResponse:
+        async def handle() -> pb.ReportOutcomeResponse:
+            recorded = await self.service.record_outcomes(
+                [outcome_to_domain(o) for o in request.outcomes]
+            )
+            return pb.ReportOutcomeResponse(recorded=recorded)
+
+        return await self._unary("ReportOutcome", context, handle)
+
     async def GetModelInfo(
         self,
         request: pb.GetModelInfoRequest,
         context: grpc.aio.ServicerContext[pb.GetModelInfoRequest, pb.GetModelInfoResponse],
     ) -> pb.GetModelInfoResponse:
         async def handle() -> pb.GetModelInfoResponse:
-            return model_info_to_pb(self.service.model, self.service.policy)
+            variants = self.service.variants
+            models = variants.models if variants is not None else ()
+            return model_info_to_pb(models, self.service.policy)
 
         return await self._unary("GetModelInfo", context, handle)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63redit/scoring/v1/scoring.proto\x12\x11\x63redit.scoring.v1\x1a\x17google/rpc/status.proto\"\x85\x02\n\tApplicant\x12\x14\n\x0c\x61pplicant_id\x18\x01 \x01(\t\x12:\n\x07numeric\x18\x02 \x03(\x0b\x32).credit.scoring.v1.Applicant.NumericEntry\x12\x42\n\x0b\x63\x61tegorical\x18\x03 \x03(\x0b\x32-.credit.scoring.v1.Applicant.CategoricalEntry\x1a.\n\x0cNumericEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x32\n\x10\x43\x61tegoricalEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"d\n\x0cScoreRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12/\n\tapplicant\x18\x02 \x01(\x0b\x32\x1c.credit.scoring.v1.Applicant\x12\x0f\n\x07\x65xplain\x18\x03 \x01(\x08\"V\n\x08ModelRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12+\n\x07variant\x18\x03 \x01(\x0e\x32\x1a.credit.scoring.v1.Variant\"\xc7\x01\n\rScoreResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\n\n\x02pd\x18\x02 \x01(\x01\x12\r\n\x05score\x18\x03 \x01(\x05\x12-\n\x08\x64\x65\x63ision\x18\x04 \x01(\x0e\x32\x1b.credit.scoring.v1.Decision\x12*\n\x05model\x18\x05 \x01(\x0b\x32\x1b.credit.scoring.v1.ModelRef\x12\x1a\n\x12\x64\x65\x66\x61ulted_features\x18\x06 \x03(\t\x12\x10\n\x08\x64\x65graded\x18\x07 \x01(\x08\"F\n\x11ScoreBatchRequest\x12\x31\n\x08requests\x18\x01 \x03(\x0b\x32\x1f.credit.scoring.v1.ScoreRequest\"G\n\x12ScoreBatchResponse\x12\x31\n\x07results\x18\x01 \x03(\x0b\x32 .credit.scoring.v1.ScoreResponse\"\x8e\x01\n\x13ScoreStreamResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x34\n\x08response\x18\x02 \x01(\x0b\x32 .credit.scoring.v1.ScoreResponseH\x00\x12#\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\x08\n\x06result\"\x15\n\x13GetModelInfoRequest\"\xb4\x01\n\tInputInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x04type\x18\x02 \x01(\x0e\x32\x1c.credit.scoring.v1.InputType\x12\x10\n\x08required\x18\x03 \x01(\x08\x12\x10\n\x03min\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03max\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\x12\x12\n\ncategories\x18\x07 \x03(\tB\x06\n\x04_minB\x06\n\x04_max\"n\n\x0bScorePolicy\x12\x12\n\nbase_score\x18\x01 \x01(\x01\x12\x11\n\tbase_odds\x18\x02 \x01(\x01\x12\x0b\n\x03pdo\x18\x03 \x01(\x01\x12\x15\n\rapprove_below\x18\x04 \x01(\x01\x12\x14\n\x0c\x64\x65\x63line_from\x18\x05 \x01(\x01\"\xa1\x02\n\tModelInfo\x12*\n\x05model\x18\x01 \x01(\x0b\x32\x1b.credit.scoring.v1.ModelRef\x12\x11\n\tspec_name\x18\x02 \x01(\t\x12\x14\n\x0cspec_version\x18\x03 \x01(\x05\x12\x13\n\x0bschema_hash\x18\x04 \x01(\t\x12,\n\x06inputs\x18\x05 \x03(\x0b\x32\x1c.credit.scoring.v1.InputInfo\x12\x10\n\x08\x66\x65\x61tures\x18\x06 \x03(\t\x12:\n\x07metrics\x18\x07 \x03(\x0b\x32).credit.scoring.v1.ModelInfo.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"t\n\x14GetModelInfoResponse\x12,\n\x06models\x18\x01 \x03(\x0b\x32\x1c.credit.scoring.v1.ModelInfo\x12.\n\x06policy\x18\x02 \x01(\x0b\x32\x1e.credit.scoring.v1.ScorePolicy*e\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x44\x45\x43ISION_APPROVE\x10\x01\x12\x13\n\x0f\x44\x45\x43ISION_REVIEW\x10\x02\x12\x14\n\x10\x44\x45\x43ISION_DECLINE\x10\x03*P\n\x07Variant\x12\x17\n\x13VARIANT_UNSPECIFIED\x10\x00\x12\x14\n\x10VARIANT_CHAMPION\x10\x01\x12\x16\n\x12VARIANT_CHALLENGER\x10\x02*r\n\tInputType\x12\x1a\n\x16INPUT_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11INPUT_TYPE_NUMBER\x10\x01\x12\x16\n\x12INPUT_TYPE_INTEGER\x10\x02\x12\x1a\n\x16INPUT_TYPE_CATEGORICAL\x10\x03\x32\xed\x02\n\x07Scoring\x12J\n\x05Score\x12\x1f.credit.scoring.v1.ScoreRequest\x1a .credit.scoring.v1.ScoreResponse\x12Y\n\nScoreBatch\x12$.credit.scoring.v1.ScoreBatchRequest\x1a%.credit.scoring.v1.ScoreBatchResponse\x12Z\n\x0bScoreStream\x12\x1f.credit.scoring.v1.ScoreRequest\x1a&.credit.scoring.v1.ScoreStreamResponse(\x01\x30\x01\x12_\n\x0cGetModelInfo\x12&.credit.scoring.v1.GetModelInfoRequest\x1a\'.credit.scoring.v1.GetModelInfoResponseB\x80\x01\n\x1e\x63om.altscore.credit.scoring.v1P\x01Z?github.com/altscore/altscore/gen/go/credit/scoring/v1;scoringv1\xaa\x02\x1a\x41ltscore.Credit.Scoring.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63redit/scoring/v1/scoring.proto\x12\x11\x63redit.scoring.v1\x1a\x17google/rpc/status.proto\"\x85\x02\n\tApplicant\x12\x14\n\x0c\x61pplicant_id\x18\x01 \x01(\t\x12:\n\x07numeric\x18\x02 \x03(\x0b\x32).credit.scoring.v1.Applicant.NumericEntry\x12\x42\n\x0b\x63\x61tegorical\x18\x03 \x03(\x0b\x32-.credit.scoring.v1.Applicant.CategoricalEntry\x1a.\n\x0cNumericEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x32\n\x10\x43\x61tegoricalEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"d\n\x0cScoreRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12/\n\tapplicant\x18\x02 \x01(\x0b\x32\x1c.credit.scoring.v1.Applicant\x12\x0f\n\x07\x65xplain\x18\x03 \x01(\x08\"V\n\x08ModelRef\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12+\n\x07variant\x18\x03 \x01(\x0e\x32\x1a.credit.scoring.v1.Variant\"\xfc\x01\n\rScoreResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\n\n\x02pd\x18\x02 \x01(\x01\x12\r\n\x05score\x18\x03 \x01(\x05\x12-\n\x08\x64\x65\x63ision\x18\x04 \x01(\x0e\x32\x1b.credit.scoring.v1.Decision\x12*\n\x05model\x18\x05 \x01(\x0b\x32\x1b.credit.scoring.v1.ModelRef\x12\x1a\n\x12\x64\x65\x66\x61ulted_features\x18\x06 \x03(\t\x12\x10\n\x08\x64\x65graded\x18\x07 \x01(\x08\x12\x33\n\x0b\x65xplanation\x18\x08 \x01(\x0b\x32\x1e.credit.scoring.v1.Explanation\"\x90\x01\n\x0b\x45xplanation\x12\x12\n\nbase_value\x18\x01 \x01(\x01\x12=\n\rcontributions\x18\x02 \x03(\x0b\x32&.credit.scoring.v1.FeatureContribution\x12.\n\x07reasons\x18\x03 \x03(\x0b\x32\x1d.credit.scoring.v1.ReasonCode\"<\n\x13\x46\x65\x61tureContribution\x12\x0f\n\x07\x66\x65\x61ture\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontribution\x18\x02 \x01(\x01\">\n\nReasonCode\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x14\n\x0c\x63ontribution\x18\x03 \x01(\x01\"F\n\x11ScoreBatchRequest\x12\x31\n\x08requests\x18\x01 \x03(\x0b\x32\x1f.credit.scoring.v1.ScoreRequest\"G\n\x12ScoreBatchResponse\x12\x31\n\x07results\x18\x01 \x03(\x0b\x32 .credit.scoring.v1.ScoreResponse\"\x8e\x01\n\x13ScoreStreamResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x34\n\x08response\x18\x02 \x01(\x0b\x32 .credit.scoring.v1.ScoreResponseH\x00\x12#\n\x05\x65rror\x18\x03 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\x08\n\x06result\"[\n\x07Outcome\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x14\n\x0c\x61pplicant_id\x18\x02 \x01(\t\x12\x11\n\tdefaulted\x18\x03 \x01(\x08\x12\x13\n\x0bobserved_at\x18\x04 \x01(\x01\"D\n\x14ReportOutcomeRequest\x12,\n\x08outcomes\x18\x01 \x03(\x0b\x32\x1a.credit.scoring.v1.Outcome\")\n\x15ReportOutcomeResponse\x12\x10\n\x08recorded\x18\x01 \x01(\x05\"\x15\n\x13GetModelInfoRequest\"\xb4\x01\n\tInputInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12*\n\x04type\x18\x02 \x01(\x0e\x32\x1c.credit.scoring.v1.InputType\x12\x10\n\x08required\x18\x03 \x01(\x08\x12\x10\n\x03min\x18\x04 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03max\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x13\n\x0b\x64\x65scription\x18\x06 \x01(\t\x12\x12\n\ncategories\x18\x07 \x03(\tB\x06\n\x04_minB\x06\n\x04_max\"n\n\x0bScorePolicy\x12\x12\n\nbase_score\x18\x01 \x01(\x01\x12\x11\n\tbase_odds\x18\x02 \x01(\x01\x12\x0b\n\x03pdo\x18\x03 \x01(\x01\x12\x15\n\rapprove_below\x18\x04 \x01(\x01\x12\x14\n\x0c\x64\x65\x63line_from\x18\x05 \x01(\x01\"\xa1\x02\n\tModelInfo\x12*\n\x05model\x18\x01 \x01(\x0b\x32\x1b.credit.scoring.v1.ModelRef\x12\x11\n\tspec_name\x18\x02 \x01(\t\x12\x14\n\x0cspec_version\x18\x03 \x01(\x05\x12\x13\n\x0bschema_hash\x18\x04 \x01(\t\x12,\n\x06inputs\x18\x05 \x03(\x0b\x32\x1c.credit.scoring.v1.InputInfo\x12\x10\n\x08\x66\x65\x61tures\x18\x06 \x03(\t\x12:\n\x07metrics\x18\x07 \x03(\x0b\x32).credit.scoring.v1.ModelInfo.MetricsEntry\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"t\n\x14GetModelInfoResponse\x12,\n\x06models\x18\x01 \x03(\x0b\x32\x1c.credit.scoring.v1.ModelInfo\x12.\n\x06policy\x18\x02 \x01(\x0b\x32\x1e.credit.scoring.v1.ScorePolicy*e\n\x08\x44\x65\x63ision\x12\x18\n\x14\x44\x45\x43ISION_UNSPECIFIED\x10\x00\x12\x14\n\x10\x44\x45\x43ISION_APPROVE\x10\x01\x12\x13\n\x0f\x44\x45\x43ISION_REVIEW\x10\x02\x12\x14\n\x10\x44\x45\x43ISION_DECLINE\x10\x03*P\n\x07Variant\x12\x17\n\x13VARIANT_UNSPECIFIED\x10\x00\x12\x14\n\x10VARIANT_CHAMPION\x10\x01\x12\x16\n\x12VARIANT_CHALLENGER\x10\x02*r\n\tInputType\x12\x1a\n\x16INPUT_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11INPUT_TYPE_NUMBER\x10\x01\x12\x16\n\x12INPUT_TYPE_INTEGER\x10\x02\x12\x1a\n\x16INPUT_TYPE_CATEGORICAL\x10\x03\x32\xd1\x03\n\x07Scoring\x12J\n\x05Score\x12\x1f.credit.scoring.v1.ScoreRequest\x1a .credit.scoring.v1.ScoreResponse\x12Y\n\nScoreBatch\x12$.credit.scoring.v1.ScoreBatchRequest\x1a%.credit.scoring.v1.ScoreBatchResponse\x12Z\n\x0bScoreStream\x12\x1f.credit.scoring.v1.ScoreRequest\x1a&.credit.scoring.v1.ScoreStreamResponse(\x01\x30\x01\x12_\n\x0cGetModelInfo\x12&.credit.scoring.v1.GetModelInfoRequest\x1a\'.credit.scoring.v1.GetModelInfoResponse\x12\x62\n\rReportOutcome\x12\'.credit.scoring.v1.ReportOutcomeRequest\x1a(.credit.scoring.v1.ReportOutcomeResponseB\x80\x01\n\x1e\x63om.altscore.credit.scoring.v1P\x01Z?github.com/altscore/altscore/gen/go/credit/scoring/v1;scoringv1\xaa\x02\x1a\x41ltscore.Credit.Scoring.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,12 +39,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_APPLICANT_CATEGORICALENTRY']._serialized_options = b'8\001'
   _globals['_MODELINFO_METRICSENTRY']._loaded_options = None
   _globals['_MODELINFO_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_DECISION']._serialized_start=1753
-  _globals['_DECISION']._serialized_end=1854
-  _globals['_VARIANT']._serialized_start=1856
-  _globals['_VARIANT']._serialized_end=1936
-  _globals['_INPUTTYPE']._serialized_start=1938
-  _globals['_INPUTTYPE']._serialized_end=2052
+  _globals['_DECISION']._serialized_start=2285
+  _globals['_DECISION']._serialized_end=2386
+  _globals['_VARIANT']._serialized_start=2388
+  _globals['_VARIANT']._serialized_end=2468
+  _globals['_INPUTTYPE']._serialized_start=2470
+  _globals['_INPUTTYPE']._serialized_end=2584
   _globals['_APPLICANT']._serialized_start=80
   _globals['_APPLICANT']._serialized_end=341
   _globals['_APPLICANT_NUMERICENTRY']._serialized_start=243
@@ -56,25 +56,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELREF']._serialized_start=445
   _globals['_MODELREF']._serialized_end=531
   _globals['_SCORERESPONSE']._serialized_start=534
-  _globals['_SCORERESPONSE']._serialized_end=733
-  _globals['_SCOREBATCHREQUEST']._serialized_start=735
-  _globals['_SCOREBATCHREQUEST']._serialized_end=805
-  _globals['_SCOREBATCHRESPONSE']._serialized_start=807
-  _globals['_SCOREBATCHRESPONSE']._serialized_end=878
-  _globals['_SCORESTREAMRESPONSE']._serialized_start=881
-  _globals['_SCORESTREAMRESPONSE']._serialized_end=1023
-  _globals['_GETMODELINFOREQUEST']._serialized_start=1025
-  _globals['_GETMODELINFOREQUEST']._serialized_end=1046
-  _globals['_INPUTINFO']._serialized_start=1049
-  _globals['_INPUTINFO']._serialized_end=1229
-  _globals['_SCOREPOLICY']._serialized_start=1231
-  _globals['_SCOREPOLICY']._serialized_end=1341
-  _globals['_MODELINFO']._serialized_start=1344
-  _globals['_MODELINFO']._serialized_end=1633
-  _globals['_MODELINFO_METRICSENTRY']._serialized_start=1587
-  _globals['_MODELINFO_METRICSENTRY']._serialized_end=1633
-  _globals['_GETMODELINFORESPONSE']._serialized_start=1635
-  _globals['_GETMODELINFORESPONSE']._serialized_end=1751
-  _globals['_SCORING']._serialized_start=2055
-  _globals['_SCORING']._serialized_end=2420
+  _globals['_SCORERESPONSE']._serialized_end=786
+  _globals['_EXPLANATION']._serialized_start=789
+  _globals['_EXPLANATION']._serialized_end=933
+  _globals['_FEATURECONTRIBUTION']._serialized_start=935
+  _globals['_FEATURECONTRIBUTION']._serialized_end=995
+  _globals['_REASONCODE']._serialized_start=997
+  _globals['_REASONCODE']._serialized_end=1059
+  _globals['_SCOREBATCHREQUEST']._serialized_start=1061
+  _globals['_SCOREBATCHREQUEST']._serialized_end=1131
+  _globals['_SCOREBATCHRESPONSE']._serialized_start=1133
+  _globals['_SCOREBATCHRESPONSE']._serialized_end=1204
+  _globals['_SCORESTREAMRESPONSE']._serialized_start=1207
+  _globals['_SCORESTREAMRESPONSE']._serialized_end=1349
+  _globals['_OUTCOME']._serialized_start=1351
+  _globals['_OUTCOME']._serialized_end=1442
+  _globals['_REPORTOUTCOMEREQUEST']._serialized_start=1444
+  _globals['_REPORTOUTCOMEREQUEST']._serialized_end=1512
+  _globals['_REPORTOUTCOMERESPONSE']._serialized_start=1514
+  _globals['_REPORTOUTCOMERESPONSE']._serialized_end=1555
+  _globals['_GETMODELINFOREQUEST']._serialized_start=1557
+  _globals['_GETMODELINFOREQUEST']._serialized_end=1578
+  _globals['_INPUTINFO']._serialized_start=1581
+  _globals['_INPUTINFO']._serialized_end=1761
+  _globals['_SCOREPOLICY']._serialized_start=1763
+  _globals['_SCOREPOLICY']._serialized_end=1873
+  _globals['_MODELINFO']._serialized_start=1876
+  _globals['_MODELINFO']._serialized_end=2165
+  _globals['_MODELINFO_METRICSENTRY']._serialized_start=2119
+  _globals['_MODELINFO_METRICSENTRY']._serialized_end=2165
+  _globals['_GETMODELINFORESPONSE']._serialized_start=2167
+  _globals['_GETMODELINFORESPONSE']._serialized_end=2283
+  _globals['_SCORING']._serialized_start=2587
+  _globals['_SCORING']._serialized_end=3052
 # @@protoc_insertion_point(module_scope)

@@ -84,7 +84,7 @@ class ModelRef(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., variant: _Optional[_Union[Variant, str]] = ...) -> None: ...
 
 class ScoreResponse(_message.Message):
-    __slots__ = ("request_id", "pd", "score", "decision", "model", "defaulted_features", "degraded")
+    __slots__ = ("request_id", "pd", "score", "decision", "model", "defaulted_features", "degraded", "explanation")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PD_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
@@ -92,6 +92,7 @@ class ScoreResponse(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DEFAULTED_FEATURES_FIELD_NUMBER: _ClassVar[int]
     DEGRADED_FIELD_NUMBER: _ClassVar[int]
+    EXPLANATION_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     pd: float
     score: int
@@ -99,7 +100,36 @@ class ScoreResponse(_message.Message):
     model: ModelRef
     defaulted_features: _containers.RepeatedScalarFieldContainer[str]
     degraded: bool
-    def __init__(self, request_id: _Optional[str] = ..., pd: _Optional[float] = ..., score: _Optional[int] = ..., decision: _Optional[_Union[Decision, str]] = ..., model: _Optional[_Union[ModelRef, _Mapping]] = ..., defaulted_features: _Optional[_Iterable[str]] = ..., degraded: _Optional[bool] = ...) -> None: ...
+    explanation: Explanation
+    def __init__(self, request_id: _Optional[str] = ..., pd: _Optional[float] = ..., score: _Optional[int] = ..., decision: _Optional[_Union[Decision, str]] = ..., model: _Optional[_Union[ModelRef, _Mapping]] = ..., defaulted_features: _Optional[_Iterable[str]] = ..., degraded: _Optional[bool] = ..., explanation: _Optional[_Union[Explanation, _Mapping]] = ...) -> None: ...
+
+class Explanation(_message.Message):
+    __slots__ = ("base_value", "contributions", "reasons")
+    BASE_VALUE_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTIONS_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    base_value: float
+    contributions: _containers.RepeatedCompositeFieldContainer[FeatureContribution]
+    reasons: _containers.RepeatedCompositeFieldContainer[ReasonCode]
+    def __init__(self, base_value: _Optional[float] = ..., contributions: _Optional[_Iterable[_Union[FeatureContribution, _Mapping]]] = ..., reasons: _Optional[_Iterable[_Union[ReasonCode, _Mapping]]] = ...) -> None: ...
+
+class FeatureContribution(_message.Message):
+    __slots__ = ("feature", "contribution")
+    FEATURE_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTION_FIELD_NUMBER: _ClassVar[int]
+    feature: str
+    contribution: float
+    def __init__(self, feature: _Optional[str] = ..., contribution: _Optional[float] = ...) -> None: ...
+
+class ReasonCode(_message.Message):
+    __slots__ = ("code", "text", "contribution")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTION_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    text: str
+    contribution: float
+    def __init__(self, code: _Optional[str] = ..., text: _Optional[str] = ..., contribution: _Optional[float] = ...) -> None: ...
 
 class ScoreBatchRequest(_message.Message):
     __slots__ = ("requests",)
@@ -122,6 +152,30 @@ class ScoreStreamResponse(_message.Message):
     response: ScoreResponse
     error: _status_pb2.Status
     def __init__(self, request_id: _Optional[str] = ..., response: _Optional[_Union[ScoreResponse, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
+
+class Outcome(_message.Message):
+    __slots__ = ("request_id", "applicant_id", "defaulted", "observed_at")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    APPLICANT_ID_FIELD_NUMBER: _ClassVar[int]
+    DEFAULTED_FIELD_NUMBER: _ClassVar[int]
+    OBSERVED_AT_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    applicant_id: str
+    defaulted: bool
+    observed_at: float
+    def __init__(self, request_id: _Optional[str] = ..., applicant_id: _Optional[str] = ..., defaulted: _Optional[bool] = ..., observed_at: _Optional[float] = ...) -> None: ...
+
+class ReportOutcomeRequest(_message.Message):
+    __slots__ = ("outcomes",)
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    outcomes: _containers.RepeatedCompositeFieldContainer[Outcome]
+    def __init__(self, outcomes: _Optional[_Iterable[_Union[Outcome, _Mapping]]] = ...) -> None: ...
+
+class ReportOutcomeResponse(_message.Message):
+    __slots__ = ("recorded",)
+    RECORDED_FIELD_NUMBER: _ClassVar[int]
+    recorded: int
+    def __init__(self, recorded: _Optional[int] = ...) -> None: ...
 
 class GetModelInfoRequest(_message.Message):
     __slots__ = ()

@@ -55,6 +55,11 @@ class ScoringStub:
                 request_serializer=credit_dot_scoring_dot_v1_dot_scoring__pb2.GetModelInfoRequest.SerializeToString,
                 response_deserializer=credit_dot_scoring_dot_v1_dot_scoring__pb2.GetModelInfoResponse.FromString,
                 _registered_method=True)
+        self.ReportOutcome = channel.unary_unary(
+                '/credit.scoring.v1.Scoring/ReportOutcome',
+                request_serializer=credit_dot_scoring_dot_v1_dot_scoring__pb2.ReportOutcomeRequest.SerializeToString,
+                response_deserializer=credit_dot_scoring_dot_v1_dot_scoring__pb2.ReportOutcomeResponse.FromString,
+                _registered_method=True)
 
 
 class ScoringServicer:
@@ -91,6 +96,15 @@ class ScoringServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportOutcome(self, request, context):
+        """Observed outcomes (did the applicant default?) of scored requests, for champion/challenger
+        evaluation (`python -m training compare`). All or nothing: a bad outcome fails the call with
+        INVALID_ARGUMENT naming `outcomes[i].<field>`; OK means every outcome is on disk.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ScoringServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -113,6 +127,11 @@ def add_ScoringServicer_to_server(servicer, server):
                     servicer.GetModelInfo,
                     request_deserializer=credit_dot_scoring_dot_v1_dot_scoring__pb2.GetModelInfoRequest.FromString,
                     response_serializer=credit_dot_scoring_dot_v1_dot_scoring__pb2.GetModelInfoResponse.SerializeToString,
+            ),
+            'ReportOutcome': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportOutcome,
+                    request_deserializer=credit_dot_scoring_dot_v1_dot_scoring__pb2.ReportOutcomeRequest.FromString,
+                    response_serializer=credit_dot_scoring_dot_v1_dot_scoring__pb2.ReportOutcomeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -224,6 +243,33 @@ class Scoring:
             '/credit.scoring.v1.Scoring/GetModelInfo',
             credit_dot_scoring_dot_v1_dot_scoring__pb2.GetModelInfoRequest.SerializeToString,
             credit_dot_scoring_dot_v1_dot_scoring__pb2.GetModelInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportOutcome(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/credit.scoring.v1.Scoring/ReportOutcome',
+            credit_dot_scoring_dot_v1_dot_scoring__pb2.ReportOutcomeRequest.SerializeToString,
+            credit_dot_scoring_dot_v1_dot_scoring__pb2.ReportOutcomeResponse.FromString,
             options,
             channel_credentials,
             insecure,
