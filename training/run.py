@@ -8,10 +8,11 @@ import datetime as dt
 import logging
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from rich.console import Console
@@ -28,7 +29,7 @@ from training.report import write_report
 from training.settings import TrainingSettings
 from training.train import TrainParams, fit, predict_margin
 
-__all__ = ["TrainOutcome", "train_and_register"]
+__all__ = ["TrainOutcome", "bundle_metadata", "train_and_register"]
 
 log = logging.getLogger(__name__)
 CHAMPION = "champion"
@@ -41,6 +42,22 @@ class TrainOutcome:
     best_iteration: int
     champion_set: bool
     run_id: str
+
+
+def bundle_metadata(
+    pipeline: FeaturePipeline, *, metrics: Mapping[str, float], training: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The ``metadata.json`` of a model bundle: what the loader checks (spec name and version,
+    schema hash, feature order) plus the holdout metrics and the training details."""
+    spec = pipeline.spec
+    return {
+        "spec_name": spec.name,
+        "spec_version": spec.version,
+        "schema_hash": pipeline.schema_hash,
+        "feature_names": pipeline.feature_names,
+        "metrics": dict(metrics),
+        "training": dict(training),
+    }
 
 
 @contextmanager
@@ -122,20 +139,17 @@ def train_and_register(
         "schema_hash": pipeline.schema_hash,
     }
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    metadata = {
-        "spec_name": spec.name,
-        "spec_version": spec.version,
-        "schema_hash": pipeline.schema_hash,
-        "feature_names": pipeline.feature_names,
-        "metrics": metrics,
-        "training": {
+    metadata = bundle_metadata(
+        pipeline,
+        metrics=metrics,
+        training={
             **details,
             "created_at": now,
             "params": params.as_params(),
             "train_rows": len(split.train),
             "test_rows": len(split.test),
         },
-    }
+    )
     registry = settings.registry()
     with tempfile.TemporaryDirectory(prefix="altscore-train-") as tmp:
         bundle_dir = Path(tmp) / "model"
