@@ -68,6 +68,7 @@ import polars as pl
 from credit_core.errors import CreditError
 
 __all__ = [
+    "MATCHED_SCHEMA",
     "OUTCOME_SCHEMA",
     "PREDICTION_SCHEMA",
     "VARIANTS",

@@ -1,22 +1,36 @@
-"""``python -m training``: train | ensure-champion.
+"""``python -m training``: train | ensure-champion | publish | outcomes | compare | promote.
 
 python -m training train --spec specs/gmsc.yaml \
     --data ../shared/data/give_me_some_credit/cs-training.csv
+python -m training train --alias challenger --champion always   # register a challenger
 python -m training ensure-champion      # train the default model when no champion exists
+python -m training outcomes --file labels.csv   # record observed defaults (CSV or Parquet)
+python -m training compare [--json]     # champion vs challenger on the matched outcomes
+python -m training promote [--force]    # challenger -> champion when the evidence allows
+
+Exit codes: 0 done, 1 promotion refused by the evidence rule, 2 failed (bad input, no
+challenger, registry or log errors).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
+from credit_core.registry import CHALLENGER, CHAMPION
 from training.settings import TrainingSettings
 from training.train import TrainParams
+
+if TYPE_CHECKING:
+    from credit_core.evaluation import EvaluationLog
+    from training.compare import Comparison
 
 DEFAULT_SPEC = Path("specs/gmsc.yaml")
 GMSC_FILE = Path("give_me_some_credit/cs-training.csv")
@@ -75,6 +89,164 @@ def _publish(ns: argparse.Namespace, settings: TrainingSettings, console: Consol
     return 0
 
 
+def _evaluation_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from training.compare import EvidenceRules
+
+    rules = EvidenceRules()
+    out = sub.add_parser("outcomes", help="record observed defaults from a CSV/Parquet file")
+    out.add_argument(
+        "--file",
+        type=Path,
+        required=True,
+        help="columns request_id and/or applicant_id, defaulted (0/1, true/false), "
+        "optionally observed_at (unix seconds or ISO-8601)",
+    )
+    cmp = sub.add_parser("compare", help="champion vs challenger on the matched outcomes")
+    cmp.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    pro = sub.add_parser(
+        "promote", help="challenger -> champion (champion -> archived) when the evidence allows"
+    )
+    pro.add_argument("--force", action="store_true", help="promote whatever the evidence says")
+    pro.add_argument("--min-outcomes", type=int, default=rules.min_outcomes)
+    pro.add_argument("--min-positives", type=int, default=rules.min_positives)
+    pro.add_argument("--alpha", type=float, default=rules.alpha)
+    pro.add_argument(
+        "--max-auc-drop",
+        type=float,
+        default=rules.max_auc_drop,
+        help="how far the challenger's AUC may sit below the champion's",
+    )
+    for p in (out, cmp, pro):
+        p.add_argument("--model-name", default=None)
+        p.add_argument("--state-dir", type=Path, default=None, help="default: ALTSCORE_STATE_DIR")
+        p.add_argument(
+            "--evaluation-dir", type=Path, default=None, help="default: <state-dir>/evaluation"
+        )
+    for p in (cmp, pro):
+        p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
+        p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+
+
+def _evaluation_command(
+    ns: argparse.Namespace, settings: TrainingSettings, console: Console
+) -> int:
+    from credit_core import CreditError
+    from credit_core.evaluation import EvaluationLog, OutcomeFileError, import_outcomes
+
+    log = EvaluationLog(settings.evaluation_path())
+    try:
+        if ns.command == "outcomes":
+            n = import_outcomes(log, ns.file)
+            print(f"recorded {n} outcomes from {ns.file} in {log.directory}")
+            return 0
+        if ns.command == "compare":
+            return _compare(ns, settings, log, console)
+        return _promote(ns, settings, log, console)
+    except OutcomeFileError as e:
+        console.print(f"[red]outcomes refused, nothing recorded:[/] {e}")
+        return 2
+    except CreditError as e:
+        console.print(f"[red]{ns.command} failed:[/] {e}")
+        return 2
+
+
+def _aliases(settings: TrainingSettings) -> tuple[str | None, str | None]:
+    """Versions of the champion and the challenger (None where the alias is not set)."""
+    registry = settings.registry()
+    refs = [registry.get_alias(settings.model_name, a) for a in (CHAMPION, CHALLENGER)]
+    return refs[0].version if refs[0] else None, refs[1].version if refs[1] else None
+
+
+def _comparison(
+    ns: argparse.Namespace,
+    settings: TrainingSettings,
+    log: EvaluationLog,
+    console: Console,
+    versions: tuple[str | None, str | None],
+) -> Comparison:
+    from credit_core.evaluation import matched
+    from training.compare import compare
+
+    rows = matched(log, settings.model_name)
+    console.log(f"{rows.height:,} matched predictions of {settings.model_name} in {log.directory}")
+    return compare(
+        rows,
+        model_name=settings.model_name,
+        champion_version=versions[0],
+        challenger_version=versions[1],
+        n_boot=ns.n_boot,
+        seed=ns.seed,
+    )
+
+
+def _compare(
+    ns: argparse.Namespace, settings: TrainingSettings, log: EvaluationLog, console: Console
+) -> int:
+    from training.compare import render
+
+    versions = _aliases(settings)
+    for alias, version in zip((CHAMPION, CHALLENGER), versions, strict=True):
+        if version is None:
+            console.print(f"[yellow]no {alias!r} alias: every {alias} prediction is counted[/]")
+    comparison = _comparison(ns, settings, log, console, versions)
+    if ns.json:
+        print(json.dumps(comparison.to_dict(), indent=2))
+    else:
+        render(comparison, Console(width=None if sys.stdout.isatty() else 160))
+    return 0
+
+
+def _promote(
+    ns: argparse.Namespace, settings: TrainingSettings, log: EvaluationLog, console: Console
+) -> int:
+    from training.compare import EvidenceRules, Refusal, evidence_failures, render
+
+    name = settings.model_name
+    champion, challenger = _aliases(settings)
+    if challenger is None:
+        console.print(f"[red]promote refused:[/] {name} has no {CHALLENGER!r} alias")
+        return 2
+    comparison = _comparison(ns, settings, log, console, (champion, challenger))
+    render(comparison, console)
+    rules = EvidenceRules(
+        min_outcomes=ns.min_outcomes,
+        min_positives=ns.min_positives,
+        alpha=ns.alpha,
+        max_auc_drop=ns.max_auc_drop,
+    )
+    if champion is None:
+        refusals = [Refusal("no-champion", f"{name} has no {CHAMPION!r} to compare against")]
+    else:
+        refusals = evidence_failures(comparison, rules)
+    for r in refusals:
+        console.print(f"[red]{r.rule}:[/] {r.message}")
+    fired = ",".join(r.rule for r in refusals)
+    if refusals and not ns.force:
+        print(f"{name}: promotion of v{challenger} refused ({fired}); --force overrides")
+        return 1
+    if refusals:
+        logging.getLogger("training.promote").warning(
+            "FORCED promotion of %s v%s over the evidence rule: %s",
+            name,
+            challenger,
+            "; ".join(f"{r.rule}: {r.message}" for r in refusals),
+        )
+        console.print(f"[bold red]FORCED: promoting {name} v{challenger} despite {fired}[/]")
+    tags = {
+        "promoted_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "promotion_forced": "true" if refusals else "false",
+    }
+    if refusals:
+        tags["promotion_overrode"] = fired
+    done = settings.registry().promote(name, expected_version=challenger, tags=tags)
+    archived = f"v{done.archived.version} archived" if done.archived else "no former champion"
+    print(
+        f"{name}: champion -> v{done.champion.version} ({archived}); challenger alias removed"
+        + (" [forced]" if refusals else "")
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -91,26 +263,36 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--max-rounds", type=int, default=None)
         if name == "train":
             p.add_argument(
-                "--champion", choices=["if-missing", "always", "never"], default="if-missing"
+                "--champion",
+                choices=["if-missing", "always", "never"],
+                default="if-missing",
+                help="when to set the alias (--alias): if none exists, always, never",
             )
+            p.add_argument("--alias", choices=[CHAMPION, CHALLENGER], default=CHAMPION)
     pub = sub.add_parser("publish", help="publish entity features to the online store (Redis)")
     pub.add_argument("--spec", type=Path, required=True)
     pub.add_argument("--data", type=Path, required=True, help="application file; tables beside it")
     pub.add_argument("--as-of", type=dt.datetime.fromisoformat, default=None, help="default: now")
     pub.add_argument("--ttl-seconds", type=int, default=None)
+    _evaluation_parsers(sub)
     ns = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     console = Console(stderr=True)
     settings = TrainingSettings()
     if getattr(ns, "model_name", None):
         settings = settings.model_copy(update={"model_name": ns.model_name})
+    for option in ("state_dir", "evaluation_dir"):
+        if getattr(ns, option, None) is not None:
+            settings = settings.model_copy(update={option: getattr(ns, option)})
 
     from credit_core import CreditError
     from feature_kernels import FeatureError, SpecError
-    from training.run import CHAMPION, train_and_register
+    from training.run import train_and_register
 
     if ns.command == "publish":
         return _publish(ns, settings, console)
+    if ns.command in ("outcomes", "compare", "promote"):
+        return _evaluation_command(ns, settings, console)
     try:
         if ns.command == "ensure-champion":
             registry = settings.registry()
@@ -126,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
             data_path=data,
             params=_params(ns),
             champion=getattr(ns, "champion", "if-missing"),
+            alias=getattr(ns, "alias", CHAMPION),
             console=console,
         )
     except (SpecError, FeatureError, FileNotFoundError, ValueError, CreditError) as e:
@@ -133,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(
         f"{outcome.version.name} v{outcome.version.version} auc={outcome.evaluation.auc:.4f} "
-        f"champion={'yes' if outcome.champion_set else 'unchanged'}"
+        f"{getattr(ns, 'alias', CHAMPION)}={'yes' if outcome.champion_set else 'unchanged'}"
     )
     return 0
 

@@ -75,12 +75,16 @@ def train_and_register(
     data_path: Path,
     params: TrainParams,
     champion: str = "if-missing",
+    alias: str = CHAMPION,
     console: Console | None = None,
 ) -> TrainOutcome:
     """Train on ``data_path`` with ``spec_path`` and register the model.
 
     ``champion``: ``if-missing`` sets the alias only when none exists, ``always`` moves it,
     ``never`` leaves it. The alias is set only when the holdout AUC passes ``settings.min_auc``.
+    ``alias``: the alias it applies to, ``champion`` or ``challenger`` (a challenger is promoted
+    later by ``python -m training promote``); ``champion_set`` in the outcome tells whether it
+    was set.
     """
     console = console or Console(stderr=True)
     spec = load_spec(spec_path)
@@ -204,9 +208,9 @@ def train_and_register(
     if evaluation.auc < settings.min_auc:
         console.log(f"gate failed: AUC {evaluation.auc:.4f} < {settings.min_auc}; no alias set")
     elif champion == "always" or (
-        champion == "if-missing" and registry.get_alias(settings.model_name, CHAMPION) is None
+        champion == "if-missing" and registry.get_alias(settings.model_name, alias) is None
     ):
-        registry.set_alias(settings.model_name, CHAMPION, version.version)
+        registry.set_alias(settings.model_name, alias, version.version)
         champion_set = True
-        console.log(f"alias {CHAMPION!r} -> version {version.version}")
+        console.log(f"alias {alias!r} -> version {version.version}")
     return TrainOutcome(version, evaluation, result.best_iteration, champion_set, run_id)

@@ -45,6 +45,9 @@ class TrainingSettings(BaseSettings):
     def _empty_is_unset(cls, value: str | None) -> str | None:
         return value or None
 
+    evaluation_dir: Path | None = None
+    """Evaluation log (predictions and outcomes); default ``<state_dir>/evaluation``."""
+
     min_auc: float = Field(0.6, ge=0, le=1)
     """Gate: a model below this holdout AUC is registered but never given an alias."""
 
@@ -66,3 +69,8 @@ class TrainingSettings(BaseSettings):
         from credit_core.registry import local_tracking_uri
 
         return self.mlflow_tracking_uri or local_tracking_uri(self.mlflow_root)
+
+    def evaluation_path(self) -> Path:
+        from credit_core.evaluation import default_directory
+
+        return self.evaluation_dir or default_directory(self.state_dir)
