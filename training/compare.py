@@ -512,7 +512,7 @@ def render(comparison: Comparison, console: Console) -> None:
     c = comparison
     versions = f"champion v{c.champion_version or '?'}, challenger v{c.challenger_version or '?'}"
     console.print(_table(f"{c.model_name}: matched outcomes ({versions})", c.variants, c.level))
-    if c.paired is not None:
+    if c.paired is not None and any(c.paired[v].n != c.variants[v].n for v in VARIANTS):
         console.print(_table("requests scored by both (shadow)", c.paired, c.level))
     d = c.difference
     if d is None:
