@@ -36,6 +36,9 @@ pub enum KernelError {
     /// Array shapes or lengths do not fit together.
     #[error("shape error: {0}")]
     Shape(String),
+    /// A tree-ensemble model is malformed or uses something the native evaluator does not support.
+    #[error("unsupported or malformed XGBoost model: {0}")]
+    Model(String),
 }
 
 fn join(v: &[Violation]) -> String {

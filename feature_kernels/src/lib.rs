@@ -3,7 +3,11 @@
 //! Two call paths share [`plan::Plan::eval_row`]: the column path (training, drift, bulk scoring:
 //! numpy columns in, a float32 matrix out) and the row path (serving: request maps in, the model's
 //! float32 vector out, with every bad field listed).
+//!
+//! [`ensemble`] evaluates the trained model itself: margins and `TreeSHAP` contributions of an
+//! `XGBoost` tree ensemble, natively.
 
+pub mod ensemble;
 pub mod error;
 pub mod kernels;
 pub mod plan;
@@ -11,12 +15,15 @@ pub mod plan;
 use std::collections::HashMap;
 
 use numpy::ndarray::Array2;
-use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1};
+use numpy::{
+    IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods,
+};
 use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyList, PyString, PyTuple};
 
+use crate::ensemble::TreeEnsemble;
 use crate::error::{KernelError, Violation};
 use crate::plan::{InputKind, InputSlot, Plan, RowInputs};
 
@@ -32,6 +39,12 @@ create_exception!(
     PyValueError,
     "The feature plan is inconsistent."
 );
+create_exception!(
+    _core,
+    ModelFormatError,
+    PyValueError,
+    "A tree-ensemble model is malformed or uses something the native evaluator does not support."
+);
 
 /// Most violations reported per column by the column path.
 const MAX_COLUMN_VIOLATIONS: usize = 20;
@@ -40,6 +53,7 @@ fn to_py_err(py: Python<'_>, err: KernelError) -> PyErr {
     match err {
         KernelError::Plan(msg) => PlanError::new_err(msg),
         KernelError::Shape(msg) => PyValueError::new_err(msg),
+        KernelError::Model(_) => ModelFormatError::new_err(err.to_string()),
         KernelError::Invalid(ref v) => {
             let pairs: Vec<(String, String)> = v
                 .iter()
@@ -434,6 +448,103 @@ fn columns_eval(
     }
 }
 
+/// An `XGBoost` tree ensemble (`binary:logistic`, `gbtree`, numeric splits) evaluated natively:
+/// margins through a blocked, branch-free evaluator and exact path-dependent `TreeSHAP` through
+/// tables built once, here. Both release the GIL.
+#[pyclass(module = "feature_kernels._core", name = "TreeEnsemble", frozen)]
+struct PyTreeEnsemble {
+    inner: TreeEnsemble,
+}
+
+/// The rows of a C-contiguous float32 `[n, m]` array, as one slice.
+fn rows<'a>(x: &'a PyReadonlyArray2<'_, f32>) -> PyResult<(&'a [f32], usize, usize)> {
+    if !x.is_c_contiguous() {
+        return Err(PyValueError::new_err(
+            "x must be a C-contiguous float32 array",
+        ));
+    }
+    let [n, m] = [x.shape()[0], x.shape()[1]];
+    Ok((x.as_slice()?, n, m))
+}
+
+#[pymethods]
+impl PyTreeEnsemble {
+    /// Parse the JSON text of an `XGBoost` model (`booster.save_model("model.json")`). Raises
+    /// `ModelFormatError` naming what is malformed or unsupported.
+    #[staticmethod]
+    fn from_json(py: Python<'_>, text: &str) -> PyResult<Self> {
+        py.detach(|| TreeEnsemble::from_json(text))
+            .map(|inner| Self { inner })
+            .map_err(|e| to_py_err(py, e))
+    }
+
+    #[getter]
+    fn n_features(&self) -> usize {
+        self.inner.n_features()
+    }
+
+    #[getter]
+    fn n_trees(&self) -> usize {
+        self.inner.n_trees()
+    }
+
+    #[getter]
+    fn max_depth(&self) -> usize {
+        self.inner.max_depth()
+    }
+
+    /// The base score as the model stores it (a probability).
+    #[getter]
+    fn base_score(&self) -> f32 {
+        self.inner.base_score()
+    }
+
+    /// Bytes held by the margin evaluator and by the explanation tables.
+    #[getter]
+    fn memory_bytes(&self) -> (usize, usize) {
+        self.inner.bytes()
+    }
+
+    /// Trees explained through precomputed tables, and through the recursive algorithm.
+    #[getter]
+    fn shap_method_counts(&self) -> (usize, usize) {
+        self.inner.shap_method_counts()
+    }
+
+    /// Margins (log-odds) of the rows of `x` (float32, C-contiguous `[n, n_features]`, NaN =
+    /// missing), equal to `XGBoost`'s `output_margin` predictions.
+    fn predict_margin<'py>(
+        &self,
+        py: Python<'py>,
+        x: PyReadonlyArray2<'py, f32>,
+    ) -> PyResult<Bound<'py, PyArray1<f64>>> {
+        let (data, n, m) = rows(&x)?;
+        let model = &self.inner;
+        py.detach(|| model.predict_margin(data, n, m))
+            .map(|out| out.into_pyarray(py))
+            .map_err(|e| to_py_err(py, e))
+    }
+
+    /// Exact path-dependent `TreeSHAP`: `(base_value, contributions [n, n_features])` with
+    /// `base_value + contributions.sum(axis=1)` equal to the margins (`XGBoost`'s
+    /// `pred_contribs=True`, whose last column is `base_value`).
+    fn shap<'py>(
+        &self,
+        py: Python<'py>,
+        x: PyReadonlyArray2<'py, f32>,
+    ) -> PyResult<(f64, Bound<'py, PyArray2<f64>>)> {
+        let (data, n, m) = rows(&x)?;
+        let model = &self.inner;
+        let phi = py
+            .detach(|| model.shap(data, n, m))
+            .map_err(|e| to_py_err(py, e))?;
+        let matrix = Array2::from_shape_vec((n, m), phi)
+            .map_err(|e| PyValueError::new_err(e.to_string()))?
+            .into_pyarray(py);
+        Ok((model.expected_margin(), matrix))
+    }
+}
+
 /// Kinds of inputs, as the spec names them (for the Python side's checks).
 #[pyfunction]
 fn input_kinds() -> Vec<&'static str> {
@@ -454,9 +565,11 @@ fn input_kinds() -> Vec<&'static str> {
 #[pymodule(gil_used = false)]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<FeaturePlan>()?;
+    m.add_class::<PyTreeEnsemble>()?;
     m.add_function(wrap_pyfunction!(input_kinds, m)?)?;
     m.add("FeatureError", m.py().get_type::<FeatureError>())?;
     m.add("PlanError", m.py().get_type::<PlanError>())?;
+    m.add("ModelFormatError", m.py().get_type::<ModelFormatError>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add(
         "build_profile",

@@ -2,10 +2,18 @@
 
 Training calls the column path (``FeaturePipeline.transform_frame`` / ``transform_columns``);
 serving calls the row path (``transform_row`` / ``transform_rows``). Both evaluate the same
-compiled plan, so they agree bit for bit.
+compiled plan, so they agree bit for bit. ``TreeEnsemble`` evaluates the trained XGBoost model
+itself: margins and exact TreeSHAP contributions.
 """
 
-from feature_kernels._core import FeatureError, PlanError, __version__, build_profile
+from feature_kernels._core import (
+    FeatureError,
+    ModelFormatError,
+    PlanError,
+    TreeEnsemble,
+    __version__,
+    build_profile,
+)
 from feature_kernels.pipeline import FeaturePipeline, Violation, feature_error_violations
 from feature_kernels.spec import (
     DeriveDef,
@@ -31,9 +39,11 @@ __all__ = [
     "FeatureSpec",
     "HistoryTable",
     "InputDef",
+    "ModelFormatError",
     "PlanError",
     "SpecError",
     "TargetDef",
+    "TreeEnsemble",
     "Violation",
     "__version__",
     "build_profile",
