@@ -116,6 +116,8 @@ def write_model_repo(
     grpc_port: int = 8081,
     http_port: int = 8080,
     model_name: str = MODEL_NAME,
+    max_batch_size: int = 0,
+    max_batch_time: float = 0.0,
 ) -> Path:
     """An MLServer model repository at ``dst``: ``settings.json`` (server) and
     ``<model_name>/model-settings.json`` + ``model.json`` (a copy of ``model_json``).
@@ -123,7 +125,8 @@ def write_model_repo(
     Server settings are the best found here (PEERS.md): inference in the main process
     (``parallel_workers: 0``; workers are ~4x slower on two cores), no debug access log, no
     metrics (``metrics_endpoint: null`` also drops the Prometheus gRPC interceptor), loopback
-    only. ``start`` rewrites the two ports."""
+    only. ``start`` rewrites the two ports. ``max_batch_size`` > 1 turns on MLServer's adaptive
+    batching (requests wait up to ``max_batch_time`` seconds to be predicted together)."""
     model_dir = dst / model_name
     model_dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(model_json, model_dir / "model.json")
@@ -141,6 +144,8 @@ def write_model_repo(
         "implementation": "mlserver_xgboost.XGBoostModel",
         "parameters": {"uri": "./model.json", "version": "v1"},
     }
+    if max_batch_size > 1:
+        model_settings.update(max_batch_size=max_batch_size, max_batch_time=max_batch_time)
     (dst / "settings.json").write_text(json.dumps(settings, indent=2) + "\n")
     (model_dir / "model-settings.json").write_text(json.dumps(model_settings, indent=2) + "\n")
     return dst

@@ -10,6 +10,7 @@ no early stopping, one thread, a fixed seed. The command writes into ``--out``:
     model.json           the same trees for MLServer (XGBoost JSON, tagged as a classifier)
     requests/*.json      ghz request bodies: ``score-1.json`` (Score, one applicant per call) and
                          ``score-batch-64.json`` (ScoreBatch, 64 applicants per call)
+    scoring.protoset     our proto for ``ghz --protoset`` (``credit.scoring.v1.Scoring/Score``)
 
 and registers the model in the MLflow store of ``--state-dir`` as ``altscore-bench@champion``
 through the training code's own bundle and registry functions. A second run with the same trees
@@ -53,6 +54,7 @@ __all__ = [
     "request_rows",
     "score_batch_requests",
     "score_requests",
+    "scoring_protoset",
     "spec_document",
     "write_score_bodies",
     "write_spec",
@@ -264,6 +266,32 @@ def write_score_bodies(
     return paths
 
 
+def scoring_protoset(dst: Path) -> Path:
+    """``credit.scoring.v1`` (with ``google/rpc/status.proto``) as a protoset file for
+    ``ghz --protoset`` / ``grpcurl -protoset``: ghz cannot resolve our methods through the
+    server's reflection ("Symbol not found"), and a protoset needs no include paths."""
+    from google.protobuf import descriptor_pb2
+    from google.protobuf.descriptor import FileDescriptor
+
+    from scoring_server.grpc._proto import scoring_pb2
+
+    files = descriptor_pb2.FileDescriptorSet()
+    seen: set[str] = set()
+
+    def add(fd: FileDescriptor) -> None:
+        if fd.name in seen:
+            return
+        seen.add(fd.name)
+        for dep in fd.dependencies:
+            add(dep)
+        fd.CopyToProto(files.file.add())
+
+    add(scoring_pb2.DESCRIPTOR)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_bytes(files.SerializeToString())
+    return dst
+
+
 def _mlserver_json(booster: xgb.Booster) -> bytes:
     """The booster as MLServer's XGBoost runtime wants it: ``model.json`` that its scikit-learn
     loader opens as a classifier (``predict_proba``); the trees are unchanged."""
@@ -309,6 +337,7 @@ def ensure_bench_model(
     model_json = out / "model.json"
     _write_if_changed(model_json, _mlserver_json(booster))
     write_score_bodies(out / "requests")
+    scoring_protoset(out / "scoring.protoset")
 
     x_hold, y_hold = make_dataset(params.holdout_rows, params.seed + 1)
     margin_hold = predict_margin(booster, x_hold)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pytest
 import xgboost as xgb
-from google.protobuf import json_format
+from google.protobuf import descriptor_pb2, json_format
 
 from benchmarks.mlserver_peer import INFER_CALL, infer_requests, write_infer_bodies
 from benchmarks.synthetic_model import (
@@ -70,6 +70,14 @@ def test_registers_champion_once(tmp_path: Path) -> None:
     np.testing.assert_allclose(
         clf.predict_proba(rows)[:, 1], booster.predict(xgb.DMatrix(rows)), rtol=0, atol=1e-7
     )
+
+    # ghz's --protoset for our service, with its import
+    files = descriptor_pb2.FileDescriptorSet.FromString((out / "scoring.protoset").read_bytes())
+    by_name = {f.name: f for f in files.file}
+    assert "google/rpc/status.proto" in by_name
+    (scoring,) = [f for f in files.file if f.package == "credit.scoring.v1"]
+    (service,) = scoring.service
+    assert {"Score", "ScoreBatch"} <= {m.name for m in service.method}
 
     again = ensure_bench_model(state, out, SMALL)
     assert not again.registered
