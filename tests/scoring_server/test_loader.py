@@ -51,23 +51,43 @@ def test_relative_state_dir(trained: TrainedModel, monkeypatch: pytest.MonkeyPat
     assert model.ref.version == trained.version
 
 
-def test_both_predict_paths_match_xgboost(trained: TrainedModel) -> None:
-    import numpy as np
+GATED = ("predict_batch", "predict_rows")
+"""The paths ``CompiledModel.predict`` can take: the native evaluator and the direct compiled
+call."""
 
-    from scoring_server.runtime import ROW_PATH_MAX
+
+def test_every_predict_path_matches_xgboost(trained: TrainedModel) -> None:
+    import numpy as np
 
     model = _loader(trained.state_dir).load("champion")
     ref = model.bundle.reference()
     expected = 1.0 / (1.0 + np.exp(-ref.margin))
-    rows = model.runtime.predict_rows(ref.features)
-    batch = model.runtime.predict_batch(ref.features)
-    assert np.max(np.abs(rows - expected)) <= 1e-5
-    assert np.max(np.abs(batch - expected)) <= 1e-5
-    for n in (1, ROW_PATH_MAX, ROW_PATH_MAX + 1):
-        chosen = model.runtime.predict(ref.features[:n])
-        assert np.array_equal(chosen, rows[:n] if n <= ROW_PATH_MAX else batch[:n])
-    with_missing = ref.features[:5].copy()
-    with_missing[:, 0] = np.nan  # missing goes down the default branch on both paths
-    assert np.array_equal(
-        model.runtime.predict_rows(with_missing), model.runtime.predict_batch(with_missing)
+    paths = (*GATED, "predict_predictor")
+    results = {path: getattr(model.runtime, path)(ref.features) for path in paths}
+    for path, pd in results.items():
+        assert np.max(np.abs(pd - expected)) <= 1e-5, path
+    assert model.runtime.ensemble is not None
+    assert np.array_equal(  # the same margins as XGBoost, bit for bit
+        model.runtime.ensemble.predict_margin(ref.features), ref.margin
     )
+    for n in (1, 2, 32, 33, len(expected)):  # the measured-fastest path at every size
+        chosen = model.runtime.predict(ref.features[:n])
+        assert np.array_equal(chosen, results["predict_batch"][:n])
+    with_missing = ref.features[:5].copy()
+    with_missing[:, 0] = np.nan  # missing goes down the default branch on every path
+    native, rows, predictor = (getattr(model.runtime, p)(with_missing) for p in paths)
+    assert np.array_equal(rows, predictor)
+    assert np.max(np.abs(native - rows)) <= 1e-6
+
+
+@pytest.mark.parametrize("path", GATED)
+def test_parity_gate_checks_every_path(
+    trained: TrainedModel, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One choosable path off by 1e-3 on the reference rows is enough to refuse the model."""
+    from scoring_server.runtime import CompiledModel
+
+    original = getattr(CompiledModel, path)
+    monkeypatch.setattr(CompiledModel, path, lambda self, x: original(self, x) + 1e-3)
+    with pytest.raises(ModelRejectedError, match="differ from XGBoost's"):
+        _loader(trained.state_dir).load("champion")
