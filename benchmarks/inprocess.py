@@ -3,10 +3,15 @@
     uv run python -m benchmarks.inprocess [--write benchmarks/RESULTS.md]
 
 Loads the `champion` of the local registry (run `make serve` or `make train` first), then times:
-the Rust row path (request maps -> float32 vector), the compiled model (TL2cgen Predictor) and
-XGBoost's `inplace_predict` at 1 / 64 / 4096 rows, and the service's whole `score` (validate +
-features + predict + policy). Median of repeated timings; figures move between runs on a shared
-machine, so compare the ratios.
+the Rust row path (request maps -> float32 vector); every predict path of the runtime (the native
+`feature_kernels.TreeEnsemble`, the compiled TL2cgen `predict()` called directly, TL2cgen's
+Predictor) against XGBoost's `inplace_predict` (nthread=1) at 1 / 64 / 4096 rows, on the served
+model and on a synthetic 400-tree depth-6 40-feature model trained and compiled here (fixed
+seed); TreeSHAP (`TreeEnsemble.shap`) against XGBoost's `pred_contribs`; and the service's whole
+`score` (validate + features + predict + policy). Median of repeated timings, in CPU time of the
+benchmark thread; figures still move between runs on a shared machine, so compare the ratios.
+`--write` replaces this benchmark's section of the results file and leaves the others as they
+are.
 """
 
 from __future__ import annotations
@@ -15,10 +20,13 @@ import argparse
 import asyncio
 import os
 import platform
+import re
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -32,7 +40,7 @@ from credit_core.feature_store import InMemoryFeatureStore
 from credit_core.registry import MlflowRegistry
 from scoring_server.loader import ModelLoader
 from scoring_server.metrics import ServerMetrics
-from scoring_server.runtime import ROW_PATH_MAX
+from scoring_server.runtime import CompiledModel
 from scoring_server.service import ScoringRequest, ScoringService
 from scoring_server.settings import ServerSettings
 
@@ -51,21 +59,23 @@ ROW = {
 
 
 def timeit(fn: Callable[[], object], *, repeat: int = 7, min_seconds: float = 0.2) -> float:
-    """Median seconds per call over ``repeat`` rounds of at least ``min_seconds`` each."""
+    """Median CPU seconds per call (this thread's) over ``repeat`` rounds of at least
+    ``min_seconds`` each: everything timed here runs on the calling thread, and CPU time is far
+    less inflated than the wall clock by whatever else the machine runs."""
     n = 1
     while True:
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         for _ in range(n):
             fn()
-        if time.perf_counter() - t0 >= min_seconds / 4:
+        if time.thread_time() - t0 >= min_seconds / 4:
             break
         n *= 2
     rounds = []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        t0 = time.thread_time()
         for _ in range(n):
             fn()
-        rounds.append((time.perf_counter() - t0) / n)
+        rounds.append((time.thread_time() - t0) / n)
     return statistics.median(rounds)
 
 
@@ -75,13 +85,137 @@ def _score_seconds(service: ScoringService, request: ScoringRequest, n: int = 20
     async def rounds() -> float:
         medians = []
         for _ in range(7):
-            t0 = time.perf_counter()
+            t0 = time.thread_time()
             for _ in range(n):
                 await service.score(request)
-            medians.append((time.perf_counter() - t0) / n)
+            medians.append((time.thread_time() - t0) / n)
         return statistics.median(medians)
 
     return asyncio.run(rounds())
+
+
+SECTION = "In-process serving path"
+PATHS = (
+    ("predict_batch", "native TreeEnsemble"),
+    ("predict_rows", "compiled predict(), direct ctypes call"),
+    ("predict_predictor", "TL2cgen Predictor"),
+)
+"""The runtime's predict paths; ``CompiledModel.predict`` takes the first at every batch size."""
+SYNTHETIC_SEED = 20240611
+
+
+@dataclass
+class Bench:
+    """A model under test: its runtime, XGBoost booster (one thread) and sample rows."""
+
+    name: str
+    runtime: CompiledModel
+    booster: xgb.Booster
+    rows: np.ndarray
+
+
+def synthetic_model(workdir: Path, parallel_units: int) -> tuple[Bench, float]:
+    """400 trees, depth 6, 40 features (5 % missing), fixed seed; compiled with TL2cgen."""
+    rng = np.random.default_rng(SYNTHETIC_SEED)
+    x = rng.normal(size=(8000, 40)).astype(np.float32)
+    x[rng.random(x.shape) < 0.05] = np.nan
+    z = np.nan_to_num(x)
+    logit = 1.5 * z[:, 0] - z[:, 1] * z[:, 2] + np.sin(2 * z[:, 3]) + 0.3 * z[:, 4:20].sum(axis=1)
+    y = (rng.random(len(x)) < 1 / (1 + np.exp(-logit))).astype(np.float32)
+    params = {
+        "objective": "binary:logistic",
+        "max_depth": 6,
+        "eta": 0.05,
+        "min_child_weight": 0.1,
+        "nthread": os.cpu_count() or 1,
+        "seed": 0,
+    }
+    booster = xgb.train(params, xgb.DMatrix(x, label=y), num_boost_round=400)
+    booster_json = workdir / "synthetic-400x6.json"
+    booster.save_model(str(booster_json))
+    library = workdir / "synthetic-400x6.so"
+    t0 = time.perf_counter()
+    tl2cgen.export_lib(
+        treelite.frontend.load_xgboost_model(str(booster_json)),
+        toolchain="gcc",
+        libpath=str(library),
+        params={"parallel_comp": parallel_units},
+        nthread=os.cpu_count() or 1,
+    )
+    compile_seconds = time.perf_counter() - t0
+    runtime = CompiledModel(library, 40, False, compile_seconds, booster_json)
+    runtime.load()
+    booster.set_param({"nthread": 1})
+    rows = rng.normal(size=(4096, 40)).astype(np.float32)
+    rows[rng.random(rows.shape) < 0.05] = np.nan
+    return Bench("synthetic 400 x depth 6, 40 features", runtime, booster, rows), compile_seconds
+
+
+def predict_table(bench: Bench) -> list[tuple[str, str, str, str]]:
+    out = []
+    for n in (1, 64, 4096):
+        x = np.ascontiguousarray(np.resize(bench.rows, (n, bench.rows.shape[1])))
+        t_x = timeit(partial(bench.booster.inplace_predict, x))
+        for method, label in PATHS:
+            t = timeit(partial(getattr(bench.runtime, method), x))
+            chosen = " (chosen)" if method == PATHS[0][0] else ""
+            out.append(
+                (
+                    f"{bench.name}: predict {n} row(s), {label}{chosen}",
+                    f"{t * 1e6:,.1f} µs ({n / t:,.0f} rows/s)",
+                    f"{t_x * 1e6:,.1f} µs ({n / t_x:,.0f} rows/s)",
+                    f"{t_x / t:.2f}x",
+                )
+            )
+    return out
+
+
+def explain_rows(bench: Bench) -> tuple[list[tuple[str, str, str, str]], list[str]]:
+    """TreeSHAP for one row against ``pred_contribs``, and the errors against XGBoost."""
+    ensemble = bench.runtime.ensemble
+    assert ensemble is not None
+    x1 = np.ascontiguousarray(bench.rows[:1])
+    d1 = xgb.DMatrix(x1)
+    t_ours = timeit(partial(ensemble.shap, x1))
+    t_x = timeit(partial(bench.booster.predict, d1, pred_contribs=True), repeat=5)
+    sample = np.ascontiguousarray(bench.rows[:500])
+    contribs = bench.booster.predict(xgb.DMatrix(sample), pred_contribs=True).astype(np.float64)
+    base, phi = ensemble.shap(sample)
+    xgb_margin = bench.booster.inplace_predict(sample, predict_type="margin").astype(np.float64)
+    assert bench.runtime.booster_json is not None
+    text = bench.runtime.booster_json.read_text()
+    t0 = time.perf_counter()
+    feature_kernels.TreeEnsemble.from_json(text)
+    build = time.perf_counter() - t0
+    forest_bytes, shap_bytes = ensemble.memory_bytes
+    row = (
+        f"{bench.name}: TreeSHAP 1 row, ours (`shap`) vs XGBoost `pred_contribs`",
+        f"{t_ours * 1e6:,.1f} µs",
+        f"{t_x * 1e6:,.1f} µs",
+        f"{t_x / t_ours:.1f}x",
+    )
+    notes = [
+        f"{bench.name}: on 500 rows, max |ours - XGBoost|: margin "
+        f"{np.max(np.abs(ensemble.predict_margin(sample) - xgb_margin)):.1e}, contributions "
+        f"{np.max(np.abs(phi - contribs[:, :-1])):.1e}, base value "
+        f"{np.max(np.abs(base - contribs[:, -1])):.1e}; base + contributions - margin "
+        f"{np.max(np.abs(base + phi.sum(axis=1) - xgb_margin)):.1e}. `TreeEnsemble.from_json` "
+        f"(parse + evaluator + TreeSHAP coefficients) {build * 1e3:.0f} ms; memory "
+        f"{forest_bytes / 1e6:.2f} MB evaluator + {shap_bytes / 1e6:.2f} MB TreeSHAP.",
+    ]
+    return [row], notes
+
+
+def write_section(path: Path, section: str) -> None:
+    """Replace this benchmark's ``## SECTION`` of ``path`` (or add it); other sections stay."""
+    current = path.read_text() if path.exists() else "# Benchmark results\n\n"
+    pattern = re.compile(rf"^## {re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
+    body = section.strip("\n") + "\n"
+    if pattern.search(current):
+        text = pattern.sub(lambda _: body + "\n", current, count=1).rstrip("\n") + "\n"
+    else:
+        text = current.rstrip("\n") + "\n\n" + body
+    path.write_text(text)
 
 
 def main() -> int:
@@ -99,7 +233,9 @@ def main() -> int:
     model = loader.load("champion")
     booster = xgb.Booster(model_file=str(model.bundle.booster_path))
     booster.set_param({"nthread": 1})
-    reference = model.bundle.reference().features
+    served = Bench(
+        f"GMSC v{model.ref.version}", model.runtime, booster, model.bundle.reference().features
+    )
     service = ScoringService(
         settings.policy(),
         max_batch_size=10_000,
@@ -116,35 +252,32 @@ def main() -> int:
     rows.append(("features, row path (1 applicant)", f"{t_feat * 1e6:.1f} µs", "", ""))
     rows.append(
         (
-            "service.score: validate + features + compiled predict + policy",
+            "service.score: validate + features + predict + policy",
             f"{t_score * 1e6:.1f} µs",
             "",
             "",
         )
     )
-    for n in (1, 64, 4096):
-        path = "direct ctypes call" if n <= ROW_PATH_MAX else "TL2cgen Predictor"
-        x = np.ascontiguousarray(np.resize(reference, (n, reference.shape[1])), dtype=np.float32)
-        t_c = timeit(partial(model.runtime.predict, x))  # picks the direct call up to 32 rows
-        t_x = timeit(partial(booster.inplace_predict, x))
-        rows.append(
-            (
-                f"predict {n} row(s): compiled ({path}) vs XGBoost inplace_predict",
-                f"{t_c * 1e6:.1f} µs ({n / t_c:,.0f} rows/s)",
-                f"{t_x * 1e6:.1f} µs ({n / t_x:,.0f} rows/s)",
-                f"{t_x / t_c:.2f}x",
-            )
-        )
+    rows += predict_table(served)
+    with tempfile.TemporaryDirectory() as tmp:
+        synthetic, compile_seconds = synthetic_model(Path(tmp), settings.compile_parallel_units)
+        rows += predict_table(synthetic)
+        shap_rows: list[tuple[str, str, str, str]] = []
+        notes: list[str] = []
+        for bench in (served, synthetic):
+            r, n = explain_rows(bench)
+            shap_rows += r
+            notes += n
     trees = booster.num_boosted_rounds()
     lines = [
-        "# Benchmark results",
-        "",
-        "## In-process serving path",
+        f"## {SECTION}",
         "",
         "Command: `make bench` (= `uv run python -m benchmarks.inprocess "
         "--write benchmarks/RESULTS.md`). "
-        f"Model: `{settings.model_name}` v{model.ref.version} (GMSC spec, {trees} trees, depth 4, "
-        f"{len(model.pipeline.feature_names)} features). One thread; median of 7 rounds.",
+        f"Served model: `{settings.model_name}` v{model.ref.version} (GMSC spec, {trees} trees, "
+        f"depth 4, {len(model.pipeline.feature_names)} features). Synthetic model: 400 trees, "
+        f"depth 6, 40 features, seed {SYNTHETIC_SEED} (TL2cgen compile {compile_seconds:.0f} s). "
+        "One thread; median of 7 rounds, CPU time of that thread.",
         "",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, {platform.platform()}; "
         f"Python {platform.python_version()}, XGBoost {xgb.__version__}, "
@@ -152,17 +285,27 @@ def main() -> int:
         f"feature_kernels {feature_kernels.__version__} "
         f"({feature_kernels.build_profile}).",
         "",
+        "`CompiledModel.predict` takes the path marked *chosen* at every batch size: it was the "
+        "fastest at 1, 64 and 4096 rows on both models. The compiled library stays built, "
+        "loaded and parity-gated.",
+        "",
         "| what | ours | XGBoost (same run) | XGBoost time / ours |",
         "|---|---|---|---|",
         *(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows),
         "",
-        "gRPC load runs (ghz, MLServer side by side) are not measured yet.",
+        "### Explanations (exact path-dependent TreeSHAP, one row)",
+        "",
+        "| what | ours | XGBoost (same run) | XGBoost time / ours |",
+        "|---|---|---|---|",
+        *(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in shap_rows),
+        "",
+        *(f"- {note}" for note in notes),
         "",
     ]
     text = "\n".join(lines)
     print(text)
     if ns.write:
-        ns.write.write_text(text)
+        write_section(ns.write, text)
     return 0
 
 
