@@ -450,7 +450,7 @@ fn columns_eval(
 
 /// An `XGBoost` tree ensemble (`binary:logistic`, `gbtree`, numeric splits) evaluated natively:
 /// margins through a blocked, branch-free evaluator and exact path-dependent `TreeSHAP` through
-/// tables built once, here. Both release the GIL.
+/// coefficients computed once, here. Both release the GIL.
 #[pyclass(module = "feature_kernels._core", name = "TreeEnsemble", frozen)]
 struct PyTreeEnsemble {
     inner: TreeEnsemble,
@@ -499,13 +499,13 @@ impl PyTreeEnsemble {
         self.inner.base_score()
     }
 
-    /// Bytes held by the margin evaluator and by the explanation tables.
+    /// Bytes held by the margin evaluator and by the `TreeSHAP` coefficients.
     #[getter]
     fn memory_bytes(&self) -> (usize, usize) {
         self.inner.bytes()
     }
 
-    /// Trees explained through precomputed tables, and through the recursive algorithm.
+    /// Trees explained through the quadrature, and through the recursive algorithm.
     #[getter]
     fn shap_method_counts(&self) -> (usize, usize) {
         self.inner.shap_method_counts()

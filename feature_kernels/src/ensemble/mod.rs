@@ -1,5 +1,5 @@
 //! A tree ensemble read from an `XGBoost` JSON model: margins (a blocked, branch-free evaluator)
-//! and exact path-dependent `TreeSHAP` contributions (tables built once, at load).
+//! and exact path-dependent `TreeSHAP` contributions (coefficients computed once, at load).
 
 pub mod parse;
 pub mod predict;
@@ -72,13 +72,13 @@ impl TreeEnsemble {
         self.explainer.base_value()
     }
 
-    /// Bytes held by the margin evaluator and by the explanation tables.
+    /// Bytes held by the margin evaluator and by the `TreeSHAP` coefficients.
     #[must_use]
     pub fn bytes(&self) -> (usize, usize) {
         (self.forest.bytes(), self.explainer.bytes())
     }
 
-    /// Trees explained through tables and through the recursive algorithm.
+    /// Trees explained through the quadrature and through the recursive algorithm.
     #[must_use]
     pub fn shap_method_counts(&self) -> (usize, usize) {
         self.explainer.method_counts()

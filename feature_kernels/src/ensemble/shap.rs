@@ -17,8 +17,8 @@
 //! exact. `C` is built top-down (each edge multiplies it by `(1 + α_new y) / (1 + α_old y)` for
 //! its feature), the leaves' `v · W · ω_q · C(y_q)` are summed bottom-up, and each edge adds
 //! `Σ_q H_q · (α_new / (1 + α_new y_q) − α_old / (1 + α_old y_q))` to its feature; along a path
-//! these terms telescope to the formula above (the quadrature `XGBoost` 3.3 adopted; Linear
-//! `TreeSHAP`, Yu et al. 2022, rests on the same polynomial view). Every edge's factors depend on
+//! these terms telescope to the formula above (recent `XGBoost` sources use such a quadrature;
+//! Linear `TreeSHAP`, Yu et al. 2022, rests on the same polynomial view). Every edge's factors depend on
 //! the row only through two bits (does the row take this edge, did it follow the earlier splits
 //! on the feature), so they are precomputed for each case. Trees whose cover fractions include a
 //! zero, or with more than 16 distinct features on a path, use the recursive algorithm (float64).
@@ -660,7 +660,7 @@ fn recurse(
     );
 }
 
-/// Contributions of one row through the recursive algorithm alone (tests cross-check the tables
+/// Contributions of one row through the recursive algorithm alone (tests cross-check the quadrature
 /// against it).
 #[cfg(test)]
 pub fn recursive_shap(tree: &RawTree, row: &[f32], phi: &mut [f64]) {
