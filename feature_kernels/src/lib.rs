@@ -11,6 +11,7 @@ pub mod ensemble;
 pub mod error;
 pub mod kernels;
 pub mod plan;
+mod wire;
 
 use std::collections::HashMap;
 
@@ -302,6 +303,19 @@ impl FeaturePlan {
         Ok((matrix, lists))
     }
 
+    /// Wire fast path: the protobuf bytes of a `ScoreBatchRequest` (`batch`) or of one
+    /// `ScoreRequest`, decoded natively (GIL released) to `(request_ids, applicant_ids, explain,
+    /// matrix, violations)`, the last two exactly as `transform_rows` builds them from the
+    /// applicants' maps. Malformed bytes raise `ValueError`.
+    fn decode_score_requests<'py>(
+        &self,
+        py: Python<'py>,
+        data: &[u8],
+        batch: bool,
+    ) -> PyResult<wire::DecodedPy<'py>> {
+        wire::decode_score_requests(py, &self.plan, data, batch)
+    }
+
     /// Column path: whole columns (numeric as float64 arrays with NaN = missing, categorical as
     /// lists of `str | None`) to the `[n_rows, k]` float32 matrix. Raises `FeatureError` listing
     /// the bad cells (up to 20 per column) when any value breaks the spec.
@@ -567,6 +581,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<FeaturePlan>()?;
     m.add_class::<PyTreeEnsemble>()?;
     m.add_function(wrap_pyfunction!(input_kinds, m)?)?;
+    m.add_function(wrap_pyfunction!(wire::encode_score_responses, m)?)?;
     m.add("FeatureError", m.py().get_type::<FeatureError>())?;
     m.add("PlanError", m.py().get_type::<PlanError>())?;
     m.add("ModelFormatError", m.py().get_type::<ModelFormatError>())?;
