@@ -13,6 +13,7 @@ from feature_kernels._core import (
     TreeEnsemble,
     __version__,
     build_profile,
+    encode_score_responses,
 )
 from feature_kernels.pipeline import FeaturePipeline, Violation, feature_error_violations
 from feature_kernels.spec import (
@@ -47,6 +48,7 @@ __all__ = [
     "Violation",
     "__version__",
     "build_profile",
+    "encode_score_responses",
     "feature_error_violations",
     "load_spec",
     "parse_spec",

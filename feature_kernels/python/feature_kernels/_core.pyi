@@ -39,6 +39,18 @@ class FeaturePlan:
     def transform_rows(
         self, rows: list[tuple[dict[str, object], dict[str, object]]]
     ) -> tuple[npt.NDArray[np.float32], list[list[tuple[str, str]]]]: ...
+    def decode_score_requests(
+        self, data: bytes, batch: bool
+    ) -> tuple[
+        list[str],
+        list[str],
+        list[bool],
+        npt.NDArray[np.float32],
+        list[list[tuple[str, str]]],
+    ]:
+        """``ScoreBatchRequest`` (``batch``) or ``ScoreRequest`` wire bytes to ``(request_ids,
+        applicant_ids, explain, matrix, violations)``; the matrix and violations are those of
+        ``transform_rows`` on the applicants' maps. Malformed bytes raise ``ValueError``."""
     def transform_columns(
         self,
         numeric: dict[str, npt.NDArray[np.float64]],
@@ -47,6 +59,18 @@ class FeaturePlan:
     ) -> npt.NDArray[np.float32]: ...
 
 def input_kinds() -> list[str]: ...
+def encode_score_responses(
+    request_ids: list[str],
+    pd: npt.NDArray[np.float64],
+    score: npt.NDArray[np.int32],
+    decision: npt.NDArray[np.int32],
+    model_name: str,
+    model_version: str,
+    variant: int,
+    batch: bool,
+) -> bytes:
+    """``ScoreBatchResponse`` (``batch``) or ``ScoreResponse`` (exactly one row) wire bytes;
+    ``decision`` and ``variant`` are the proto enum numbers."""
 
 @final
 class TreeEnsemble:
