@@ -3,7 +3,15 @@ and the MLflow registry adapter. Pure Python, no transport types; imports none o
 """
 
 from credit_core.bundle import ModelBundle, ReferenceSample
-from credit_core.domain import Decision, ModelRef, ScoreResult, ScoringPolicy
+from credit_core.domain import (
+    Decision,
+    Explanation,
+    ModelRef,
+    ReasonCode,
+    Routing,
+    ScoreResult,
+    ScoringPolicy,
+)
 from credit_core.errors import (
     CreditError,
     FeatureStoreError,
@@ -17,14 +25,17 @@ from credit_core.errors import (
 __all__ = [
     "CreditError",
     "Decision",
+    "Explanation",
     "FeatureStoreError",
     "InvalidRequestError",
     "ModelBundle",
     "ModelNotReady",
     "ModelRef",
     "ModelRejectedError",
+    "ReasonCode",
     "ReferenceSample",
     "RegistryError",
+    "Routing",
     "SchemaMismatch",
     "ScoreResult",
     "ScoringPolicy",

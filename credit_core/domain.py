@@ -5,14 +5,33 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
+from typing import Literal, get_args
 
-__all__ = ["Decision", "ModelRef", "ScoreResult", "ScoringPolicy"]
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "DECISIONS",
+    "ROUTING_MODES",
+    "Decision",
+    "Explanation",
+    "ModelRef",
+    "ReasonCode",
+    "Routing",
+    "RoutingMode",
+    "ScoreResult",
+    "ScoringPolicy",
+]
 
 
 class Decision(enum.Enum):
     APPROVE = "approve"
     REVIEW = "review"
     DECLINE = "decline"
+
+
+DECISIONS: tuple[Decision, ...] = (Decision.APPROVE, Decision.REVIEW, Decision.DECLINE)
+"""The order of ``ScoringPolicy.decision_codes``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +88,44 @@ class ScoringPolicy:
             return Decision.DECLINE
         return Decision.REVIEW
 
+    def scores(self, pd: npt.NDArray[np.float64]) -> npt.NDArray[np.int32]:
+        """``score`` of many PDs at once (same clamp; NumPy rounds half to even, as ``round``).
+
+        >>> ScoringPolicy().scores(np.array([0.0196, 0.0385, 0.5])).tolist()
+        [600, 580, 487]
+        """
+        p = np.clip(pd, 1e-9, 1.0 - 1e-9)
+        return np.rint(self.offset + self.factor * np.log((1.0 - p) / p)).astype(np.int32)
+
+    def decision_codes(self, pd: npt.NDArray[np.float64]) -> npt.NDArray[np.int8]:
+        """``decide`` of many PDs at once, as indexes into ``DECISIONS``."""
+        return np.where(pd < self.approve_below, 0, np.where(pd >= self.decline_from, 2, 1)).astype(
+            np.int8
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ReasonCode:
+    """A principal reason for the risk: a feature (or one-hot group) that raised it."""
+
+    code: str
+    """The feature's name in the spec: stable across model versions of that spec."""
+    text: str
+    """The spec's human text for adverse-action notices."""
+    contribution: float
+    """SHAP value in log-odds; always > 0."""
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """Exact TreeSHAP on the log-odds scale: ``base_value + sum(contributions) = margin``."""
+
+    base_value: float
+    contributions: tuple[tuple[str, float], ...]
+    """(model feature, SHAP value), in the model's feature order."""
+    reasons: tuple[ReasonCode, ...]
+    """Largest first; only features that raised the risk."""
+
 
 @dataclass(frozen=True, slots=True)
 class ScoreResult:
@@ -83,3 +140,28 @@ class ScoreResult:
     """Entity inputs not found in the feature store (missing policy applied)."""
     degraded: bool = False
     """The feature store failed and the spec allowed scoring without it."""
+    explanation: Explanation | None = None
+    """When the request asked for one."""
+
+
+RoutingMode = Literal["off", "split", "shadow"]
+ROUTING_MODES: tuple[str, ...] = get_args(RoutingMode)
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    """How traffic meets the challenger.
+
+    ``off``: champion only. ``split``: applicants whose id hashes below ``challenger_share`` are
+    answered by the challenger, the rest by the champion. ``shadow``: every request is scored by
+    both; the caller always gets the champion's answer.
+    """
+
+    mode: RoutingMode = "off"
+    challenger_share: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ROUTING_MODES:
+            raise ValueError(f"routing mode {self.mode!r}: expected one of {ROUTING_MODES}")
+        if not 0.0 <= self.challenger_share <= 1.0:
+            raise ValueError(f"challenger share {self.challenger_share!r}: expected 0..1")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from credit_core.domain import ROUTING_MODES, Routing
 from credit_core.errors import RegistryError
 
 if TYPE_CHECKING:
@@ -21,6 +22,8 @@ __all__ = [
     "ARCHIVED",
     "CHALLENGER",
     "CHAMPION",
+    "ROUTING_MODE_TAG",
+    "ROUTING_SHARE_TAG",
     "MlflowRegistry",
     "ModelRegistry",
     "ModelVersionRef",
@@ -43,6 +46,10 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 ARCHIVED = "archived"
 """Alias of the champion a promotion replaced."""
+ROUTING_MODE_TAG = "altscore.routing.mode"
+"""Registered-model tag: ``off`` | ``split`` | ``shadow`` (absent: ``off``)."""
+ROUTING_SHARE_TAG = "altscore.routing.challenger_share"
+"""Registered-model tag: share of applicants the challenger answers in ``split`` mode (0..1)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +181,25 @@ class MlflowRegistry:
     def set_model_tag(self, name: str, key: str, value: str) -> None:
         with _mapped("model tag update"):
             self.client.set_registered_model_tag(name, key, value)
+
+    def routing(self, name: str) -> Routing:
+        """How traffic meets the challenger, from the model's routing tags. Raises
+        ``ValueError`` naming the tag when one holds a bad value."""
+        tags = self.model_tags(name)
+        mode = tags.get(ROUTING_MODE_TAG, "off").strip().lower()
+        if mode not in ROUTING_MODES:
+            raise ValueError(f"{ROUTING_MODE_TAG}={mode!r}: expected one of {ROUTING_MODES}")
+        share_text = tags.get(ROUTING_SHARE_TAG, "0").strip()
+        try:
+            share = float(share_text)
+        except ValueError:
+            raise ValueError(f"{ROUTING_SHARE_TAG}={share_text!r}: not a number") from None
+        return Routing(mode, share)  # type: ignore[arg-type]  # checked above
+
+    def set_routing(self, name: str, routing: Routing) -> None:
+        """Servers watching ``name`` apply it within their registry poll interval."""
+        self.set_model_tag(name, ROUTING_SHARE_TAG, repr(routing.challenger_share))
+        self.set_model_tag(name, ROUTING_MODE_TAG, routing.mode)
 
     def set_alias(self, name: str, alias: str, version: str) -> None:
         with _mapped("alias update"):

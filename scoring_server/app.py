@@ -92,6 +92,8 @@ class ScoringApp:
             state_dir=settings.state_dir,
             parity_tolerance=settings.parity_tolerance,
             parallel_units=settings.compile_parallel_units,
+            reason_codes=settings.reason_codes,
+            additivity_tolerance=settings.additivity_tolerance,
         )
         self.store = store_from_url(settings.redis_url)
         self.evaluation = EvaluationLog(settings.evaluation_dir())

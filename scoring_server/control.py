@@ -30,18 +30,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from credit_core import ModelNotReady, ModelRef, ModelRejectedError, RegistryError
+from credit_core import ModelNotReady, ModelRef, ModelRejectedError, RegistryError, Routing
 from credit_core.registry import MlflowRegistry
 from scoring_server.loader import ModelLoader
-from scoring_server.manifest import ROUTING_MODES, Routing, RoutingMode, ServingManifest, Variant
+from scoring_server.manifest import ServingManifest, Variant
 from scoring_server.metrics import ServerMetrics, serve_multiprocess
 from scoring_server.settings import ServerSettings
 
 __all__ = [
     "CHALLENGER",
     "CHAMPION",
-    "ROUTING_MODE_TAG",
-    "ROUTING_SHARE_TAG",
     "ControlProcess",
     "ModelWatcher",
 ]
@@ -50,25 +48,14 @@ log = logging.getLogger("scoring_server.control")
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-ROUTING_MODE_TAG = "altscore.routing.mode"
-"""Registered-model tag: ``off`` | ``split`` | ``shadow`` (absent: ``off``)."""
-ROUTING_SHARE_TAG = "altscore.routing.challenger_share"
-"""Registered-model tag: share of applicants the challenger answers in ``split`` mode (0..1)."""
-
 _RESTART_BACKOFF_SECONDS = 1.0
 
 
 def read_routing(registry: MlflowRegistry, model_name: str) -> Routing:
-    """The routing tags of the registered model. A bad tag value is logged and means ``off``
-    (the challenger never gets traffic by accident)."""
-    tags = registry.model_tags(model_name)
-    mode = tags.get(ROUTING_MODE_TAG, "off").strip().lower()
-    share_text = tags.get(ROUTING_SHARE_TAG, "0").strip()
+    """The model's routing tags; a bad value is logged and means ``off`` (the challenger never
+    gets traffic by accident)."""
     try:
-        if mode not in ROUTING_MODES:
-            raise ValueError(f"{ROUTING_MODE_TAG}={mode!r}: expected one of {ROUTING_MODES}")
-        routing_mode: RoutingMode = mode  # type: ignore[assignment]  # checked just above
-        return Routing(routing_mode, float(share_text))
+        return registry.routing(model_name)
     except ValueError as e:
         log.error("routing tags of %s ignored (challenger gets no traffic): %s", model_name, e)
         return Routing()
@@ -169,6 +156,8 @@ class ControlProcess:
                 state_dir=settings.state_dir,
                 parity_tolerance=settings.parity_tolerance,
                 parallel_units=settings.compile_parallel_units,
+                reason_codes=settings.reason_codes,
+                additivity_tolerance=settings.additivity_tolerance,
             ),
             self.registry,
             self.metrics,

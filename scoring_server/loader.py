@@ -13,11 +13,15 @@ import numpy as np
 from credit_core import ModelBundle, ModelNotReady, ModelRef, ModelRejectedError, SchemaMismatch
 from credit_core.registry import ModelRegistry, ModelVersionRef
 from feature_kernels import FeaturePipeline, FeatureSpec, SpecError, load_spec
+from scoring_server.explain import Explainer
 from scoring_server.runtime import CompiledModel
 
 __all__ = ["EntityLookup", "LoadedModel", "ModelLoader"]
 
 log = logging.getLogger(__name__)
+
+ADDITIVITY_ROWS = 256
+"""Reference rows whose explanations are checked at load (base + SHAP = XGBoost's margin)."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +57,9 @@ class LoadedModel:
     pipeline: FeaturePipeline
     runtime: CompiledModel
     parity_max_abs_diff: float
+    explainer: Explainer
+    additivity_max_abs_diff: float
+    """Largest |base + sum(SHAP) - XGBoost margin| on the reference rows checked at load."""
     loaded_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
 
     @property
@@ -72,6 +79,8 @@ class ModelLoader:
         state_dir: Path,
         parity_tolerance: float,
         parallel_units: int,
+        reason_codes: int = 4,
+        additivity_tolerance: float = 1e-4,
     ) -> None:
         self.registry = registry
         self.model_name = model_name
@@ -80,6 +89,8 @@ class ModelLoader:
         self.cache_dir = state_dir / "compiled"
         self.parity_tolerance = parity_tolerance
         self.parallel_units = parallel_units
+        self.reason_codes = reason_codes
+        self.additivity_tolerance = additivity_tolerance
 
     def resolve(self, alias: str) -> ModelVersionRef:
         if self.registry is None:
@@ -130,13 +141,29 @@ class ModelLoader:
                 f"version {version}: compiled predictions differ from XGBoost's by "
                 f"{diff:.3g} > {self.parity_tolerance:g} on {len(expected)} reference rows"
             )
+        if runtime.ensemble is None:
+            runtime.unload()
+            raise ModelRejectedError(f"version {version}: no native evaluator to explain with")
+        explainer = Explainer(runtime.ensemble, pipeline, self.reason_codes)
+        rows = reference.features[:ADDITIVITY_ROWS]
+        base, values = explainer.contributions(rows)
+        additivity = float(
+            np.max(np.abs(base + values.sum(axis=1) - reference.margin[:ADDITIVITY_ROWS]))
+        )
+        if not additivity <= self.additivity_tolerance:
+            runtime.unload()
+            raise ModelRejectedError(
+                f"version {version}: TreeSHAP base + contributions differ from XGBoost's margin "
+                f"by {additivity:.3g} > {self.additivity_tolerance:g} on {len(rows)} reference rows"
+            )
         log.info(
-            "loaded %s version %s (%s): parity max |diff| %.3g on %d rows",
+            "loaded %s version %s (%s): parity max |diff| %.3g on %d rows, SHAP additivity %.3g",
             ref.name,
             version,
             ref.variant,
             diff,
             len(expected),
+            additivity,
         )
         return LoadedModel(
             ref=ref,
@@ -144,6 +171,8 @@ class ModelLoader:
             pipeline=pipeline,
             runtime=runtime,
             parity_max_abs_diff=diff,
+            explainer=explainer,
+            additivity_max_abs_diff=additivity,
         )
 
     def _download(self, version: ModelVersionRef) -> Path:

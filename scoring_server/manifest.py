@@ -13,19 +13,10 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal, get_args
 
-__all__ = [
-    "ROUTING_MODES",
-    "ManifestFollower",
-    "Routing",
-    "RoutingMode",
-    "ServingManifest",
-    "Variant",
-]
+from credit_core import Routing
 
-RoutingMode = Literal["off", "split", "shadow"]
-ROUTING_MODES: tuple[str, ...] = get_args(RoutingMode)
+__all__ = ["ManifestFollower", "ServingManifest", "Variant"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,25 +25,6 @@ class Variant:
 
     version: str
     bundle_dir: str
-
-
-@dataclass(frozen=True, slots=True)
-class Routing:
-    """How traffic meets the challenger.
-
-    ``off``: champion only. ``split``: applicants whose id hashes below ``challenger_share`` are
-    answered by the challenger, the rest by the champion. ``shadow``: every request is scored by
-    both; the caller always gets the champion's answer.
-    """
-
-    mode: RoutingMode = "off"
-    challenger_share: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.mode not in ROUTING_MODES:
-            raise ValueError(f"routing mode {self.mode!r}: expected one of {ROUTING_MODES}")
-        if not 0.0 <= self.challenger_share <= 1.0:
-            raise ValueError(f"challenger share {self.challenger_share!r}: expected 0..1")
 
 
 @dataclass(frozen=True, slots=True)

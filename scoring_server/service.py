@@ -14,26 +14,32 @@ from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
+from prometheus_client import Counter
 
 from credit_core import (
     CreditError,
+    Explanation,
     InvalidRequestError,
     ModelNotReady,
+    ModelRef,
+    Routing,
     ScoreResult,
     ScoringPolicy,
 )
 from credit_core.errors import FeatureStoreError
 from credit_core.evaluation import OutcomeRecord, PredictionRecord
+from credit_core.evaluation import Variant as EvalVariant
 from credit_core.feature_store import FeatureStore
 from scoring_server.loader import EntityLookup, LoadedModel
-from scoring_server.manifest import Routing
 from scoring_server.metrics import ServerMetrics
 
 __all__ = [
+    "FeatureBatch",
     "OutcomeReport",
     "OutcomeSink",
     "PredictionSink",
     "RecentIds",
+    "ScoredBatch",
     "ScoringRequest",
     "ScoringService",
     "Variants",
@@ -129,6 +135,16 @@ def _violation_order(v: tuple[str, str]) -> int:
     return int(head.removeprefix("requests["))
 
 
+def _explanations(
+    model: LoadedModel, requests: Sequence[ScoringRequest], matrix: npt.NDArray[np.float32]
+) -> dict[int, Explanation]:
+    """Explanations of the rows whose request asked for one (one native call for all)."""
+    rows = [i for i, r in enumerate(requests) if r.explain]
+    if not rows:
+        return {}
+    return dict(zip(rows, model.explainer.explain(matrix[rows]), strict=True))
+
+
 def routing_bucket(key: str) -> float:
     """A stable point in [0, 1) for an id (the same on every process, host and restart)."""
     digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
@@ -165,6 +181,29 @@ class Variants:
         return (self.champion,) if self.challenger is None else (self.champion, self.challenger)
 
 
+@dataclass(frozen=True, slots=True)
+class FeatureBatch:
+    """Requests already turned into the model's feature matrix by the wire layer (the native
+    decoder): ids, and per row the kernel's violations (``numeric.age``, ...)."""
+
+    request_ids: Sequence[str]
+    applicant_ids: Sequence[str]
+    matrix: npt.NDArray[np.float32]
+    violations: Sequence[Sequence[tuple[str, str]]]
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredBatch:
+    """Answers of a ``FeatureBatch``, as columns."""
+
+    request_ids: Sequence[str]
+    pd: npt.NDArray[np.float64]
+    score: npt.NDArray[np.int32]
+    decision: npt.NDArray[np.int8]
+    """Indexes into ``credit_core.domain.DECISIONS``."""
+    model: ModelRef
+
+
 class ScoringService:
     """Scores requests with the models being served. ``set_variants`` swaps them atomically: a
     call takes one reference at its start and finishes on it."""
@@ -190,6 +229,7 @@ class ScoringService:
         self.outcomes = outcomes
         """Where reported outcomes are recorded (written through before the call returns)."""
         self._variants: Variants | None = None
+        self._counters: dict[tuple[str, str], Counter] = {}
 
     @property
     def variants(self) -> Variants | None:
@@ -220,6 +260,70 @@ class ScoringService:
             raise ModelNotReady("no model is loaded yet")
         return variants
 
+    def direct_model(self) -> LoadedModel | None:
+        """The model that answers every request when an answer needs nothing but the request's
+        own features: no feature-store lookup, no challenger in the traffic (split or shadow).
+        The wire layer then may hand over a ``FeatureBatch`` (``score_features``)."""
+        variants = self._variants
+        if variants is None or variants.challenger is not None or variants.champion.entity:
+            return None
+        return variants.champion
+
+    def score_features(
+        self, model: LoadedModel, batch: FeatureBatch, *, prefix: bool
+    ) -> ScoredBatch:
+        """All or nothing, like ``score_batch`` (``prefix``: name fields ``requests[i].``, as a
+        batch does; without it, as one ``Score`` does)."""
+        n = len(batch.request_ids)
+        if prefix and n == 0:
+            raise InvalidRequestError([("requests", "must hold at least one request")])
+        if prefix and n > self.max_batch_size:
+            raise InvalidRequestError(
+                [("requests", f"{n} requests exceed the limit of {self.max_batch_size}")]
+            )
+        seen = RecentIds(n)
+        violations: list[tuple[str, str]] = []
+        for i, (rid, bad) in enumerate(zip(batch.request_ids, batch.violations, strict=True)):
+            head = f"requests[{i}]." if prefix else ""
+            if not rid:
+                violations.append((f"{head}request_id", "must not be empty"))
+            elif rid in seen:
+                violations.append((f"{head}request_id", f"duplicate request id {rid!r}"))
+            else:
+                seen.add(rid)
+            violations.extend((f"{head}applicant.{f}", d) for f, d in bad)
+        if violations:
+            raise InvalidRequestError(violations)
+        pd = model.runtime.predict(batch.matrix)
+        self._counter(model).inc(n)
+        if self.predictions is not None:
+            now = time.time()
+            ref = model.ref
+            variant: EvalVariant = "challenger" if ref.variant == "challenger" else "champion"
+            self.predictions.write(
+                [
+                    PredictionRecord(now, rid, aid, ref.name, variant, ref.version, p, True)
+                    for rid, aid, p in zip(
+                        batch.request_ids, batch.applicant_ids, pd.tolist(), strict=True
+                    )
+                ]
+            )
+        return ScoredBatch(
+            batch.request_ids,
+            pd,
+            self.policy.scores(pd),
+            self.policy.decision_codes(pd),
+            model.ref,
+        )
+
+    def _counter(self, model: LoadedModel) -> Counter:
+        r = model.ref
+        key = (r.version, r.variant)
+        child = self._counters.get(key)
+        if child is None:
+            child = self._counters[key] = self.metrics.applicants.labels(r.version, r.variant)
+        return child
+
     async def score(self, request: ScoringRequest) -> ScoreResult:
         """One applicant. Raises ``InvalidRequestError`` naming every bad field."""
         variants = self._current()
@@ -232,8 +336,10 @@ class ScoringService:
         violations.extend((f"applicant.{f}", d) for f, d in bad)
         if violations:
             raise InvalidRequestError(violations)
-        pd = model.runtime.predict(vector.reshape(1, -1))
-        result = self._result(model, request, float(pd[0]), prepared)
+        x = vector.reshape(1, -1)
+        pd = model.runtime.predict(x)
+        explanation = model.explainer.explain(x)[0] if request.explain else None
+        result = self._result(model, request, float(pd[0]), prepared, explanation)
         self._record([result], [request])
         if variants.shadow is not None:
             await self._score_shadow(variants.shadow, [request])
@@ -270,8 +376,9 @@ class ScoringService:
         out: list[ScoreResult | None] = [None] * len(requests)
         for model, idx, group, prepared, matrix in groups:
             pds = model.runtime.predict(matrix)
-            for i, r, p, e in zip(idx, group, pds, prepared, strict=True):
-                out[i] = self._result(model, r, float(p), e)
+            explained = _explanations(model, group, matrix)
+            for j, (i, r, p, e) in enumerate(zip(idx, group, pds, prepared, strict=True)):
+                out[i] = self._result(model, r, float(p), e, explained.get(j))
         results = [r for r in out if r is not None]
         self._record(results, requests)
         if variants.shadow is not None:
@@ -314,12 +421,15 @@ class ScoringService:
         matrix, per_item = self._validate(model, requests, prepared, seen)
         good = [i for i, v in enumerate(per_item) if not v]
         pds = iter(model.runtime.predict(matrix[good]) if good else ())
+        explained = _explanations(model, [requests[i] for i in good], matrix[good])
         out: list[ScoreResult | CreditError] = []
+        k = 0
         for r, v, prep in zip(requests, per_item, prepared, strict=True):
             if v:
                 out.append(InvalidRequestError(v))
             else:
-                out.append(self._result(model, r, float(next(pds)), prep))
+                out.append(self._result(model, r, float(next(pds)), prep, explained.get(k)))
+                k += 1
         return out
 
     async def _score_shadow(self, model: LoadedModel, requests: Sequence[ScoringRequest]) -> None:
@@ -450,9 +560,14 @@ class ScoringService:
         return matrix, per_item
 
     def _result(
-        self, model: LoadedModel, request: ScoringRequest, pd: float, prepared: _Prepared
+        self,
+        model: LoadedModel,
+        request: ScoringRequest,
+        pd: float,
+        prepared: _Prepared,
+        explanation: Explanation | None = None,
     ) -> ScoreResult:
-        self.metrics.applicants.labels(model.ref.version, model.ref.variant).inc()
+        self._counter(model).inc()
         if prepared.degraded:
             self.metrics.degraded.inc()
         return ScoreResult(
@@ -463,6 +578,7 @@ class ScoringService:
             model=model.ref,
             defaulted=prepared.defaulted,
             degraded=prepared.degraded,
+            explanation=explanation,
         )
 
 

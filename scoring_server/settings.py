@@ -51,6 +51,11 @@ class ServerSettings(BaseSettings):
     """While no champion exists, how often the registry is asked again."""
     parity_tolerance: float = Field(1e-5, gt=0)
     """Largest |compiled PD - XGBoost PD| on the reference sample a model may show."""
+    reason_codes: int = Field(4, ge=1, le=20)
+    """Most reason codes in an explanation (adverse-action notices commonly give four)."""
+    additivity_tolerance: float = Field(1e-4, gt=0)
+    """Largest |base + sum(SHAP) - XGBoost margin| (log-odds) a model's explanations may show on
+    the reference sample; above it the model is refused."""
     compile_parallel_units: int = Field(8, ge=1)
     """TL2cgen ``parallel_comp``: translation units the trees are split into."""
     max_batch_size: int = Field(1000, ge=1)

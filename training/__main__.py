@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
+from credit_core.domain import ROUTING_MODES
 from credit_core.registry import CHALLENGER, CHAMPION
 from training.settings import TrainingSettings
 from training.train import TrainParams
@@ -247,6 +248,31 @@ def _promote(
     return 0
 
 
+def _route(ns: argparse.Namespace, settings: TrainingSettings, console: Console) -> int:
+    """Show or set the routing tags of the registered model. Who may change them is who may
+    write to the registry (the same control as moving aliases)."""
+    from credit_core import CreditError, Routing
+
+    registry = settings.registry()
+    name = settings.model_name
+    try:
+        if ns.mode is None and ns.share is not None:
+            console.print("[red]route refused:[/] --share needs --mode")
+            return 2
+        if ns.mode == "split" and ns.share is None:
+            console.print("[red]route refused:[/] --mode split needs --share")
+            return 2
+        if ns.mode is not None:
+            share = ns.share if ns.share is not None else registry.routing(name).challenger_share
+            registry.set_routing(name, Routing(ns.mode, share))
+        routing = registry.routing(name)
+    except (ValueError, CreditError) as e:
+        console.print(f"[red]route failed:[/] {e}")
+        return 2
+    print(f"{name}: routing {routing.mode}, challenger share {routing.challenger_share:g}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -275,6 +301,16 @@ def main(argv: list[str] | None = None) -> int:
     pub.add_argument("--as-of", type=dt.datetime.fromisoformat, default=None, help="default: now")
     pub.add_argument("--ttl-seconds", type=int, default=None)
     _evaluation_parsers(sub)
+    route = sub.add_parser(
+        "route",
+        help="how traffic meets the challenger (servers watch it): show, or set with --mode",
+    )
+    route.add_argument("--mode", choices=ROUTING_MODES, default=None)
+    route.add_argument(
+        "--share", type=float, default=None, help="split mode: share of applicants (0..1)"
+    )
+    route.add_argument("--model-name", default=None)
+    route.add_argument("--state-dir", type=Path, default=None, help="default: ALTSCORE_STATE_DIR")
     ns = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     console = Console(stderr=True)
@@ -293,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
         return _publish(ns, settings, console)
     if ns.command in ("outcomes", "compare", "promote"):
         return _evaluation_command(ns, settings, console)
+    if ns.command == "route":
+        return _route(ns, settings, console)
     try:
         if ns.command == "ensure-champion":
             registry = settings.registry()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from credit_core import Decision, ModelRef, ScoreResult, ScoringPolicy
+from credit_core import Decision, Explanation, ModelRef, ScoreResult, ScoringPolicy
 from feature_kernels import FeaturePipeline
 from scoring_server.grpc._proto import scoring_pb2 as pb
 from scoring_server.loader import LoadedModel
@@ -63,6 +63,21 @@ def to_pb(result: ScoreResult) -> pb.ScoreResponse:
         model=model_ref_to_pb(result.model),
         defaulted_features=result.defaulted,
         degraded=result.degraded,
+        explanation=_explanation_to_pb(result.explanation),
+    )
+
+
+def _explanation_to_pb(e: Explanation | None) -> pb.Explanation | None:
+    if e is None:
+        return None
+    return pb.Explanation(
+        base_value=e.base_value,
+        contributions=[
+            pb.FeatureContribution(feature=f, contribution=c) for f, c in e.contributions
+        ],
+        reasons=[
+            pb.ReasonCode(code=r.code, text=r.text, contribution=r.contribution) for r in e.reasons
+        ],
     )
 
 

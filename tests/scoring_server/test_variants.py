@@ -17,8 +17,8 @@ import grpc
 import pytest
 from grpc_status import rpc_status
 
+from credit_core import Routing
 from credit_core.evaluation import EvaluationLog, matched
-from scoring_server.control import ROUTING_MODE_TAG, ROUTING_SHARE_TAG
 from scoring_server.grpc._proto import scoring_pb2 as pb
 from scoring_server.grpc._proto import scoring_pb2_grpc as pb_grpc
 from scoring_server.service import routing_bucket
@@ -196,8 +196,7 @@ def routed(
     store = make_store(trained, tmp, copies=2)
     registry = registry_at(store.state)
     registry.set_alias(MODEL_NAME, "challenger", store.versions[1])
-    registry.set_model_tag(MODEL_NAME, ROUTING_MODE_TAG, "split")
-    registry.set_model_tag(MODEL_NAME, ROUTING_SHARE_TAG, "0.1")
+    registry.set_routing(MODEL_NAME, Routing("split", 0.1))
     srv = start_server(
         store.state,
         tmp / "server.log",
@@ -271,7 +270,7 @@ def test_model_info_lists_both_variants(routed: tuple[ServerProcess, Store]) -> 
 def test_shadow_answers_with_champion_and_logs_both(routed: tuple[ServerProcess, Store]) -> None:
     srv, store = routed
     registry = registry_at(store.state)
-    registry.set_model_tag(MODEL_NAME, ROUTING_MODE_TAG, "shadow")
+    registry.set_routing(MODEL_NAME, Routing("shadow", 0.1))
     try:
         wait_for("shadow mode", lambda: srv.log().count("(shadow)") >= 2)
         applicants = [f"shadow-{i}" for i in range(2000)]
@@ -295,7 +294,7 @@ def test_shadow_answers_with_champion_and_logs_both(routed: tuple[ServerProcess,
         assert set(shadow["model_version"]) == {store.versions[1]}
         assert sorted(shadow["request_id"]) == sorted(served["request_id"])
     finally:
-        registry.set_model_tag(MODEL_NAME, ROUTING_MODE_TAG, "split")
+        registry.set_routing(MODEL_NAME, Routing("split", 0.1))
         wait_for("split mode again", lambda: srv.log().count("(split)") >= 4)
 
 
