@@ -59,17 +59,20 @@ serve: install  ## Train a default model if the registry has no champion, then s
 	$(RUN) python -m scoring_server
 
 .PHONY: bench
-bench: install redis  ## In-process micro-benchmarks against XGBoost; rewrites benchmarks/RESULTS.md
+bench: install redis tools  ## In-process micro-benchmarks, Redis enrichment, ghz side by side with MLServer; rewrites benchmarks/RESULTS.md
 	$(RUN) python -m training ensure-champion
 	$(RUN) python -m benchmarks.inprocess --write benchmarks/RESULTS.md
 	$(RUN) python -m benchmarks.enrichment --write benchmarks/RESULTS.md
+	PATH="$$(go env GOPATH)/bin:$$PATH" $(RUN) python -m benchmarks.grpc_load --write benchmarks/RESULTS.md
 
 GRPCURL_VERSION := v1.9.3
 HEALTH_PROBE_VERSION := v0.4.61
+GHZ_VERSION := v0.120.0
 .PHONY: tools
-tools:  ## Install grpcurl and grpc-health-probe with `go install` (pinned) into $(shell go env GOPATH 2>/dev/null)/bin
+tools:  ## Install grpcurl, grpc-health-probe and ghz with `go install` (pinned) into $(shell go env GOPATH 2>/dev/null)/bin
 	go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
 	go install github.com/grpc-ecosystem/grpc-health-probe@$(HEALTH_PROBE_VERSION)
+	go install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION)
 
 .PHONY: clean
 clean:  ## Remove local state (MLflow store, compiled models) and build output

@@ -28,6 +28,7 @@ import numpy as np
 import redis
 from rich.console import Console
 
+from benchmarks.results import write_section
 from credit_core.feature_store import InMemoryFeatureStore, RedisFeatureStore
 from feature_kernels import load_spec
 from scoring_server.loader import ModelLoader
@@ -44,6 +45,7 @@ from training.train import TrainParams
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = ROOT / "specs" / "superlender.yaml"
 MODEL = "altscore-superlender"
+TITLE = "Feature-store enrichment (SuperLender, one unary request)"
 
 
 def _requests(data: Path, n: int) -> list[ScoringRequest]:
@@ -147,7 +149,7 @@ def main() -> int:
     hiredis = "hiredis" in sys.modules
     added_mean = (statistics.fmean(timings["redis"]) - statistics.fmean(timings["inline"])) * 1e6
     lines = [
-        "## Feature-store enrichment (SuperLender, one unary request)",
+        f"## {TITLE}",
         "",
         "Command: `uv run python -m benchmarks.enrichment --write benchmarks/RESULTS.md` "
         f"({ns.rounds} alternating rounds x {len(requests)} requests per path; "
@@ -167,9 +169,7 @@ def main() -> int:
     text = "\n".join(lines)
     print(text)
     if ns.write:
-        current = ns.write.read_text() if ns.write.exists() else "# Benchmark results\n\n"
-        head = current.split("## Feature-store enrichment")[0].rstrip() + "\n\n"
-        ns.write.write_text(head + text)
+        write_section(ns.write, TITLE, text)
     return 0
 
 

@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import os
 import platform
-import re
 import statistics
 import sys
 import tempfile
@@ -36,6 +35,7 @@ import treelite
 import xgboost as xgb
 
 import feature_kernels
+from benchmarks.results import write_section
 from credit_core.feature_store import InMemoryFeatureStore
 from credit_core.registry import MlflowRegistry
 from scoring_server.loader import ModelLoader
@@ -206,18 +206,6 @@ def explain_rows(bench: Bench) -> tuple[list[tuple[str, str, str, str]], list[st
     return [row], notes
 
 
-def write_section(path: Path, section: str) -> None:
-    """Replace this benchmark's ``## SECTION`` of ``path`` (or add it); other sections stay."""
-    current = path.read_text() if path.exists() else "# Benchmark results\n\n"
-    pattern = re.compile(rf"^## {re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    body = section.strip("\n") + "\n"
-    if pattern.search(current):
-        text = pattern.sub(lambda _: body + "\n", current, count=1).rstrip("\n") + "\n"
-    else:
-        text = current.rstrip("\n") + "\n\n" + body
-    path.write_text(text)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--write", type=Path, default=None)
@@ -305,7 +293,7 @@ def main() -> int:
     text = "\n".join(lines)
     print(text)
     if ns.write:
-        write_section(ns.write, text)
+        write_section(ns.write, SECTION, text)
     return 0
 
 

@@ -1,0 +1,362 @@
+"""gRPC load side by side: altscore and Seldon MLServer on the same model, driven by ghz.
+
+    uv run python -m benchmarks.grpc_load [--duration 10] [--write benchmarks/RESULTS.md]
+
+Both servers serve the synthetic benchmark model (400 trees, depth 6, 40 features:
+``benchmarks.synthetic_model``) on this machine; ghz (Go) is the load generator, on the same
+cores. Scenarios alternate between the two servers: unary at c=1/16/64 (one applicant per call),
+64 applicants per call at c=16 (our ``ScoreBatch``, MLServer's ``ModelInfer`` on a [64, 40]
+tensor), and our ``ScoreStream`` (one applicant per message, 256 messages per stream; MLServer's
+XGBoost runtime has no streaming). Every figure of a table comes from one run of this command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks import mlserver_peer
+from benchmarks.results import write_section
+from benchmarks.synthetic_model import ensure_bench_model, write_score_bodies
+
+ROOT = Path(__file__).resolve().parents[1]
+STATE = ROOT / "var" / "bench"
+SCORING = "credit.scoring.v1.Scoring"
+TITLE = "gRPC load: altscore vs Seldon MLServer (ghz, same model)"
+GHZ_VERSION = "v0.120.0"
+"""Pinned in the Makefile (``make tools``); reported with the figures."""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    concurrency: int
+    rows_per_call: int
+    ours: tuple[str, str]
+    """(method, body file name) on our server."""
+    theirs: str | None
+    """Body file name for MLServer's ModelInfer, None when it has no such call."""
+
+
+SCENARIOS = (
+    Scenario("unary, 1 applicant, c=1", 1, 1, (f"{SCORING}/Score", "score-1.json"), "infer-1.json"),
+    Scenario(
+        "unary, 1 applicant, c=16", 16, 1, (f"{SCORING}/Score", "score-1.json"), "infer-1.json"
+    ),
+    Scenario(
+        "unary, 1 applicant, c=64", 64, 1, (f"{SCORING}/Score", "score-1.json"), "infer-1.json"
+    ),
+    Scenario(
+        "64 applicants per call, c=16",
+        16,
+        64,
+        (f"{SCORING}/ScoreBatch", "score-batch-64.json"),
+        "infer-64.json",
+    ),
+    Scenario(
+        "stream, 1 applicant per message, 16 streams",
+        16,
+        256,
+        (f"{SCORING}/ScoreStream", "score-1.json"),
+        None,
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Run:
+    calls_ok: int
+    calls_total: int
+    seconds: float
+    rows_per_call: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    errors: dict[str, int]
+    client_cpu_share: float
+    server_rss_mb: str
+
+    @property
+    def rps(self) -> float:
+        return self.calls_ok / self.seconds
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.calls_ok * self.rows_per_call / self.seconds
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def find_ghz() -> Path:
+    found = shutil.which("ghz")
+    if found:
+        return Path(found)
+    gopath = subprocess.run(["go", "env", "GOPATH"], capture_output=True, text=True, check=False)
+    candidate = Path(gopath.stdout.strip() or Path.home() / "go") / "bin" / "ghz"
+    if candidate.is_file():
+        return candidate
+    raise SystemExit("ghz not found: run `make tools` (go install, pinned version)")
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@contextmanager
+def our_server(workers: int | None) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
+    port = free_port()
+    log = STATE / "altscore-server.log"
+    env = {
+        **os.environ,
+        "ALTSCORE_STATE_DIR": str(STATE),
+        "ALTSCORE_MODEL_NAME": "altscore-bench",
+        "ALTSCORE_GRPC_PORT": str(port),
+        "ALTSCORE_METRICS_PORT": "0",
+    }
+    if workers is not None:
+        env["ALTSCORE_WORKERS"] = str(workers)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "scoring_server"], cwd=ROOT, env=env, stdout=out, stderr=out
+        )
+    try:
+        expected = workers or len(os.sched_getaffinity(0))
+        deadline = time.monotonic() + 300
+        while log.read_text(errors="replace").count("serving altscore-bench") < expected:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"our server did not start:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield proc, port, log
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+
+
+def ghz(
+    binary: Path,
+    target: str,
+    call: str,
+    body: Path,
+    concurrency: int,
+    duration: float,
+    proto_args: Sequence[str],
+) -> tuple[dict[str, Any], float]:
+    """One ghz run; returns its JSON report and its CPU seconds (user + system)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run(
+        [
+            str(binary),
+            "--insecure",
+            *proto_args,
+            "--call",
+            call,
+            "--data-file",
+            str(body),
+            "-c",
+            str(concurrency),
+            "--connections",
+            str(min(concurrency, 16)),
+            "-z",
+            f"{duration}s",
+            "--format",
+            "json",
+            target,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0 and not done.stdout.strip():
+        raise SystemExit(f"ghz failed ({done.returncode}): {done.stderr[-2000:]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return json.loads(done.stdout), cpu
+
+
+def to_run(report: dict[str, Any], cpu: float, rows_per_call: int, rss: str) -> Run:
+    codes: dict[str, int] = report.get("statusCodeDistribution") or {}
+    ok = int(codes.get("OK", 0))
+    pct = {
+        int(d["percentage"]): d["latency"] / 1e6 for d in report.get("latencyDistribution") or []
+    }
+    seconds = report["total"] / 1e9
+    return Run(
+        calls_ok=ok,
+        calls_total=int(report["count"]),
+        seconds=seconds,
+        rows_per_call=rows_per_call,
+        p50_ms=pct.get(50, float("nan")),
+        p90_ms=pct.get(90, float("nan")),
+        p99_ms=pct.get(99, float("nan")),
+        errors={k: int(v) for k, v in codes.items() if k != "OK"},
+        client_cpu_share=cpu / (seconds * len(os.sched_getaffinity(0))),
+        server_rss_mb=rss,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.grpc_load")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per run")
+    parser.add_argument("--workers", type=int, default=None, help="our serving processes")
+    parser.add_argument("--write", type=Path, default=None)
+    ns = parser.parse_args(argv)
+
+    binary = find_ghz()
+    model = ensure_bench_model(STATE, STATE / "model")
+    bodies = STATE / "bodies"
+    write_score_bodies(bodies)
+    venv = mlserver_peer.ensure_venv(ROOT)
+    mlserver_peer.write_infer_bodies(bodies)
+    protoset = mlserver_peer.oip_protoset(venv, STATE / "oip.protoset")
+    google_protos = Path(__import__("google.rpc.status_pb2").rpc.status_pb2.__file__).parents[2]
+    ours_proto = ["--proto", str(ROOT / "proto/credit/scoring/v1/scoring.proto"),
+                  "--import-paths", f"{ROOT / 'proto'},{google_protos}"]  # fmt: skip
+    theirs_proto = ["--protoset", str(protoset)]
+
+    results: list[tuple[Scenario, Run, Run | None]] = []
+    grpc_port, http_port = free_port(), free_port()
+    repo = mlserver_peer.write_model_repo(
+        model.model_json, STATE / "mlserver", grpc_port=grpc_port, http_port=http_port
+    )
+    with our_server(ns.workers) as (proc, port, _log):
+        peer = mlserver_peer.start(venv, repo, grpc_port, http_port)
+        try:
+            mlserver_peer.wait_ready(peer, repo, http_port)
+            ours_target, theirs_target = f"127.0.0.1:{port}", f"127.0.0.1:{grpc_port}"
+            idle_ours = [_rss_mb(p) for p in _children(proc.pid)]
+            idle_theirs = mlserver_peer.rss_bytes(peer.pid) / 2**20
+            for s in SCENARIOS:  # warm-up, discarded
+                ghz(
+                    binary, ours_target, s.ours[0], bodies / s.ours[1], s.concurrency, 1, ours_proto
+                )
+                if s.theirs:
+                    ghz(binary, theirs_target, mlserver_peer.INFER_CALL, bodies / s.theirs,
+                        s.concurrency, 1, theirs_proto)  # fmt: skip
+            for s in SCENARIOS:
+                report, cpu = ghz(
+                    binary, ours_target, s.ours[0], bodies / s.ours[1], s.concurrency,
+                    ns.duration, ours_proto,
+                )  # fmt: skip
+                rss = " / ".join(f"{_rss_mb(p):.0f}" for p in _children(proc.pid))
+                ours = to_run(report, cpu, s.rows_per_call, rss)
+                theirs = None
+                if s.theirs:
+                    report, cpu = ghz(
+                        binary, theirs_target, mlserver_peer.INFER_CALL, bodies / s.theirs,
+                        s.concurrency, ns.duration, theirs_proto,
+                    )  # fmt: skip
+                    rss = f"{mlserver_peer.rss_bytes(peer.pid) / 2**20:.0f}"
+                    theirs = to_run(report, cpu, s.rows_per_call, rss)
+                results.append((s, ours, theirs))
+                print(_row(s, ours, theirs), flush=True)
+            control_rss = _rss_mb(proc.pid)
+        finally:
+            mlserver_peer.stop(peer)
+
+    text = _report(ns, binary, model.holdout_auc, results, idle_ours, idle_theirs, control_rss)
+    print(text)
+    if ns.write:
+        write_section(ns.write, TITLE, text)
+    return 0
+
+
+def _fmt(r: Run) -> str:
+    errors = sum(r.errors.values())
+    return (
+        f"{r.rps:,.0f} | {r.rows_per_second:,.0f} | {r.p50_ms:.2f} / {r.p90_ms:.2f} / "
+        f"{r.p99_ms:.2f} | {errors} | {r.server_rss_mb} | {r.client_cpu_share:.0%}"
+    )
+
+
+def _row(s: Scenario, ours: Run, theirs: Run | None) -> str:
+    ratio = (
+        f"**{ours.rows_per_second / theirs.rows_per_second:.1f}x**"
+        if theirs and theirs.rows_per_second
+        else "n/a"
+    )
+    out = f"| {s.name} | altscore | {_fmt(ours)} | {ratio} |"
+    if theirs:
+        out += f"\n| | MLServer | {_fmt(theirs)} | |"
+    else:
+        out += "\n| | MLServer | no streaming in its XGBoost runtime | | | | | | |"
+    return out
+
+
+def _report(
+    ns: argparse.Namespace,
+    binary: Path,
+    auc: float,
+    results: list[tuple[Scenario, Run, Run | None]],
+    idle_ours: list[float],
+    idle_theirs: float,
+    control_rss: float,
+) -> str:
+    cores = len(os.sched_getaffinity(0))
+    best_theirs = max((t.rows_per_second for _, _, t in results if t), default=0.0)
+    best_ours = max(o.rows_per_second for _, o, _ in results)
+    lines = [
+        f"## {TITLE}",
+        "",
+        f"Command: `make bench` (= `uv run python -m benchmarks.grpc_load --duration "
+        f"{ns.duration:g} --write benchmarks/RESULTS.md`). {ns.duration:g} s per run after a 1 s "
+        "warm-up, the two servers alternating, ghz on the same "
+        f"{cores} cores (ghz {GHZ_VERSION}; `--connections` = min(c, 16)). Model: the synthetic "
+        f"benchmark model (400 trees, depth 6, 40 features, holdout AUC {auc:.3f}), registered as "
+        "`altscore-bench` for altscore and saved as `model.json` for MLServer.",
+        "",
+        f"altscore: `python -m scoring_server`, {ns.workers or cores} worker processes on one "
+        "SO_REUSEPORT port, default settings (prediction logging on). MLServer "
+        "1.7.1 + mlserver-xgboost 1.7.1 with its best settings here (inference in the main "
+        "process: `parallel_workers: 0`, metrics off, `OMP_NUM_THREADS=1`), Open Inference "
+        "Protocol gRPC `ModelInfer`, one FP32 tensor.",
+        "",
+        "| scenario | server | calls/s | rows/s | p50 / p90 / p99 ms | errors | server RSS MB "
+        "| ghz CPU share | rows/s vs MLServer |",
+        "|---|---|---|---|---|---|---|---|---|",
+        *(_row(s, o, t) for s, o, t in results),
+        "",
+        f"Best rows/s: altscore {best_ours:,.0f}, MLServer {best_theirs:,.0f} "
+        f"(**{best_ours / best_theirs:.1f}x**)."
+        if best_theirs
+        else "",
+        f"Idle RSS with the model loaded: altscore workers "
+        f"{' / '.join(f'{x:.0f}' for x in idle_ours)} MB each (control process, which holds "
+        f"MLflow and serves no calls: {control_rss:.0f} MB); MLServer {idle_theirs:.0f} MB.",
+        "",
+        f"Machine: {platform.machine()}, {cores} cores, {platform.platform()}; "
+        f"Python {platform.python_version()}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
