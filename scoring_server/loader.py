@@ -131,7 +131,7 @@ class ModelLoader:
         runtime = CompiledModel.build(bundle, self.cache_dir, self.parallel_units)
         reference = bundle.reference()
         expected = 1.0 / (1.0 + np.exp(-reference.margin))
-        diff = max(  # both predict paths (direct per-row call, batch Predictor) pass the gate
+        diff = max(  # the native evaluator (serves) and the compiled library (cross-check) pass
             float(np.max(np.abs(runtime.predict_rows(reference.features) - expected))),
             float(np.max(np.abs(runtime.predict_batch(reference.features) - expected))),
         )

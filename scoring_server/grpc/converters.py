@@ -4,14 +4,34 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
-from credit_core import Decision, Explanation, ModelRef, ScoreResult, ScoringPolicy
-from feature_kernels import FeaturePipeline
+import numpy as np
+from google.protobuf.message import DecodeError, Message
+
+from credit_core import (
+    Decision,
+    Explanation,
+    InvalidRequestError,
+    ModelRef,
+    ScoreResult,
+    ScoringPolicy,
+)
+from credit_core.domain import DECISIONS
+from feature_kernels import FeaturePipeline, encode_score_responses
 from scoring_server.grpc._proto import scoring_pb2 as pb
 from scoring_server.loader import LoadedModel
-from scoring_server.service import OutcomeReport, ScoringRequest
+from scoring_server.service import FeatureBatch, OutcomeReport, ScoredBatch, ScoringRequest
 
-__all__ = ["model_info_to_pb", "outcome_to_domain", "to_domain", "to_pb"]
+__all__ = [
+    "decode_features",
+    "encode_scored",
+    "model_info_to_pb",
+    "outcome_to_domain",
+    "parse",
+    "to_domain",
+    "to_pb",
+]
 
 _DECISION = {
     Decision.APPROVE: pb.DECISION_APPROVE,
@@ -24,6 +44,53 @@ _INPUT_TYPE = {
     "integer": pb.INPUT_TYPE_INTEGER,
     "categorical": pb.INPUT_TYPE_CATEGORICAL,
 }
+
+
+_M = TypeVar("_M", bound=Message)
+_DECISION_CODES = np.array(
+    [_DECISION[d] for d in DECISIONS], dtype=np.int32
+)  # ScoringPolicy.decision_codes -> wire enum
+
+
+def parse(message_type: type[_M], data: bytes) -> _M:
+    """A request message from its bytes; malformed bytes are bad input, not an internal error."""
+    try:
+        return message_type.FromString(data)
+    except DecodeError as e:
+        raise InvalidRequestError(
+            [("request", f"not a valid {message_type.DESCRIPTOR.name} message: {e}")]
+        ) from e
+
+
+def decode_features(model: LoadedModel, data: bytes, *, batch: bool) -> FeatureBatch | None:
+    """``ScoreRequest`` / ``ScoreBatchRequest`` bytes straight to the model's feature matrix
+    (native decoder, same validation as ``to_domain`` + the kernels). None when a request asks
+    for an explanation (that takes the general path)."""
+    name = "ScoreBatchRequest" if batch else "ScoreRequest"
+    try:
+        ids, applicants, explain, matrix, violations = model.pipeline.decode_score_requests(
+            data, batch=batch
+        )
+    except ValueError as e:
+        raise InvalidRequestError([("request", f"not a valid {name} message: {e}")]) from e
+    if any(explain):
+        return None
+    return FeatureBatch(ids, applicants, matrix, violations)
+
+
+def encode_scored(scored: ScoredBatch, *, batch: bool) -> bytes:
+    """``ScoreBatchResponse`` (``batch``) or ``ScoreResponse`` bytes, encoded natively."""
+    m = scored.model
+    return encode_score_responses(
+        list(scored.request_ids),
+        scored.pd,
+        scored.score,
+        _DECISION_CODES[scored.decision],
+        m.name,
+        m.version,
+        _VARIANT.get(m.variant, pb.VARIANT_UNSPECIFIED),
+        batch,
+    )
 
 
 def to_domain(request: pb.ScoreRequest) -> ScoringRequest:

@@ -7,16 +7,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from scoring_server.batching import StreamBatching
-from scoring_server.grpc._proto import scoring_pb2 as pb
-from scoring_server.grpc._proto import scoring_pb2_grpc as pb_grpc
-from scoring_server.grpc.servicer import ScoringServicer
+from scoring_server.grpc.servicer import SERVICE_NAME, ScoringServicer, handlers
 from scoring_server.metrics import ServerMetrics
 from scoring_server.service import ScoringService
 from scoring_server.settings import ServerSettings
 
 __all__ = ["SERVICE_NAME", "GrpcServer", "Health", "create_server"]
-
-SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["Scoring"].full_name
 
 
 class Health:
@@ -66,19 +62,17 @@ async def create_server(
             ("grpc.so_reuseport", 1),  # the workers share the port the control process reserved
         ]
     )
-    pb_grpc.add_ScoringServicer_to_server(  # type: ignore[no-untyped-call]
-        ScoringServicer(
-            service,
-            metrics,
-            stream_id_window=settings.stream_id_window,
-            batching=StreamBatching(
-                max_batch=settings.stream_batch_max,
-                max_wait_seconds=settings.stream_batch_wait_seconds,
-                queue_size=settings.stream_queue_size,
-            ),
+    servicer = ScoringServicer(
+        service,
+        metrics,
+        stream_id_window=settings.stream_id_window,
+        batching=StreamBatching(
+            max_batch=settings.stream_batch_max,
+            max_wait_seconds=settings.stream_batch_wait_seconds,
+            queue_size=settings.stream_queue_size,
         ),
-        server,
     )
+    server.add_generic_rpc_handlers((handlers(servicer),))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     state = Health(health_servicer)

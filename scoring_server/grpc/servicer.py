@@ -4,27 +4,39 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
+from google.protobuf.message import Message
 from grpc_status import rpc_status
 
 from credit_core import ScoreResult
 from scoring_server.batching import StreamBatching, micro_batches
 from scoring_server.grpc._proto import scoring_pb2 as pb
-from scoring_server.grpc._proto import scoring_pb2_grpc as pb_grpc
-from scoring_server.grpc.converters import model_info_to_pb, outcome_to_domain, to_domain, to_pb
+from scoring_server.grpc.converters import (
+    decode_features,
+    encode_scored,
+    model_info_to_pb,
+    outcome_to_domain,
+    parse,
+    to_domain,
+    to_pb,
+)
 from scoring_server.grpc.errors import status_code_of, to_status_proto
 from scoring_server.metrics import ServerMetrics
 from scoring_server.service import RecentIds, ScoringService
 
-__all__ = ["ScoringServicer"]
+__all__ = ["SERVICE_NAME", "ScoringServicer", "handlers"]
+
+SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["Scoring"].full_name
 
 _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
 
 
-class ScoringServicer(pb_grpc.ScoringServicer):
+class ScoringServicer:
+    """The methods of ``credit.scoring.v1.Scoring``; ``handlers`` registers them."""
+
     def __init__(
         self,
         service: ScoringService,
@@ -59,26 +71,39 @@ class ScoringServicer(pb_grpc.ScoringServicer):
         self._observe(rpc, grpc.StatusCode.OK, started)
         return response
 
-    async def Score(
-        self,
-        request: pb.ScoreRequest,
-        context: grpc.aio.ServicerContext[pb.ScoreRequest, pb.ScoreResponse],
-    ) -> pb.ScoreResponse:
-        async def handle() -> pb.ScoreResponse:
-            return to_pb(await self.service.score(to_domain(request)))
+    async def Score(self, request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        """Raw bytes in and out (see ``score_handlers``): the native wire path when it applies."""
+
+        async def handle() -> bytes:
+            return await self._score(request, batch=False)
 
         return await self._unary("Score", context, handle)
 
     async def ScoreBatch(
-        self,
-        request: pb.ScoreBatchRequest,
-        context: grpc.aio.ServicerContext[pb.ScoreBatchRequest, pb.ScoreBatchResponse],
-    ) -> pb.ScoreBatchResponse:
-        async def handle() -> pb.ScoreBatchResponse:
-            results = await self.service.score_batch([to_domain(r) for r in request.requests])
-            return pb.ScoreBatchResponse(results=[to_pb(r) for r in results])
+        self, request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]
+    ) -> bytes:
+        async def handle() -> bytes:
+            return await self._score(request, batch=True)
 
         return await self._unary("ScoreBatch", context, handle)
+
+    async def _score(self, data: bytes, *, batch: bool) -> bytes:
+        """Requests that need only their own features (``direct_model``) go bytes -> native
+        decoder -> predict -> native encoder; the rest (feature-store lookups, challenger
+        traffic, explanations) through protobuf objects and ``score`` / ``score_batch``. Both
+        give the same answers and the same errors (tests prove it)."""
+        model = self.service.direct_model()
+        if model is not None:
+            features = decode_features(model, data, batch=batch)
+            if features is not None:
+                scored = self.service.score_features(model, features, prefix=batch)
+                return encode_scored(scored, batch=batch)
+        if batch:
+            request = parse(pb.ScoreBatchRequest, data)
+            results = await self.service.score_batch([to_domain(r) for r in request.requests])
+            return pb.ScoreBatchResponse(results=[to_pb(r) for r in results]).SerializeToString()
+        one = parse(pb.ScoreRequest, data)
+        return to_pb(await self.service.score(to_domain(one))).SerializeToString()
 
     async def ScoreStream(
         self,
@@ -130,3 +155,36 @@ class ScoringServicer(pb_grpc.ScoringServicer):
             return model_info_to_pb(models, self.service.policy)
 
         return await self._unary("GetModelInfo", context, handle)
+
+
+def handlers(servicer: ScoringServicer) -> grpc.GenericRpcHandler:
+    """The service's method handlers: ``Score`` and ``ScoreBatch`` take and give raw bytes (the
+    servicer decodes them), the others protobuf messages as generated code would register."""
+
+    def messages(
+        method: Callable[..., Any], request: type[Message], response: type[Message]
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        return grpc.unary_unary_rpc_method_handler(
+            method,
+            request_deserializer=request.FromString,
+            response_serializer=response.SerializeToString,
+        )
+
+    return grpc.method_handlers_generic_handler(
+        SERVICE_NAME,
+        {
+            "Score": grpc.unary_unary_rpc_method_handler(servicer.Score),
+            "ScoreBatch": grpc.unary_unary_rpc_method_handler(servicer.ScoreBatch),
+            "ScoreStream": grpc.stream_stream_rpc_method_handler(
+                servicer.ScoreStream,
+                request_deserializer=pb.ScoreRequest.FromString,
+                response_serializer=pb.ScoreStreamResponse.SerializeToString,
+            ),
+            "ReportOutcome": messages(
+                servicer.ReportOutcome, pb.ReportOutcomeRequest, pb.ReportOutcomeResponse
+            ),
+            "GetModelInfo": messages(
+                servicer.GetModelInfo, pb.GetModelInfoRequest, pb.GetModelInfoResponse
+            ),
+        },
+    )

@@ -78,6 +78,15 @@ class FeaturePipeline:
         """Row path over a micro-batch, one native call. Bad rows come back all-NaN."""
         return self._plan.transform_rows([(_as_dict(n), _as_dict(c)) for n, c in rows])
 
+    def decode_score_requests(
+        self, data: bytes, *, batch: bool
+    ) -> tuple[list[str], list[str], list[bool], npt.NDArray[np.float32], list[list[Violation]]]:
+        """The serving wire path: ``ScoreBatchRequest`` (``batch``) or ``ScoreRequest`` protobuf
+        bytes to ``(request_ids, applicant_ids, explain, matrix, violations)`` in one native
+        call, without Python protobuf objects; matrix and violations are exactly what
+        ``transform_rows`` gives for the same maps. Raises ``ValueError`` for malformed bytes."""
+        return self._plan.decode_score_requests(data, batch)
+
     def transform_columns(
         self,
         numeric: Mapping[str, npt.NDArray[np.float64]],

@@ -1,0 +1,90 @@
+"""``Score`` and ``ScoreBatch`` have two paths on the server: the native wire path (request bytes
+decoded and answers encoded in Rust) for requests that need only their own features, and the
+general path through protobuf objects (here forced by ``explain=true``, which only the general
+path serves). Same answers and the same errors, whichever path a request takes."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from grpc_status import rpc_status
+
+from scoring_server.grpc._proto import scoring_pb2 as pb
+from scoring_server.grpc._proto import scoring_pb2_grpc as pb_grpc
+from tests.scoring_server.test_explain_e2e import gmsc_requests
+from tests.scoring_server.test_grpc_e2e import request, violations_of
+
+
+def _without_explanation(r: pb.ScoreResponse) -> pb.ScoreResponse:
+    out = pb.ScoreResponse()
+    out.CopyFrom(r)
+    out.ClearField("explanation")
+    return out
+
+
+def test_both_paths_give_the_same_answers(channel: grpc.Channel) -> None:
+    stub = pb_grpc.ScoringStub(channel)
+    native, _ = gmsc_requests(explain=False)
+    general, _ = gmsc_requests(explain=True)
+    for a, b in zip(native[:40], general[:40], strict=True):
+        assert stub.Score(a, timeout=5) == _without_explanation(stub.Score(b, timeout=5))
+    for start in range(0, 200, 50):
+        fast = stub.ScoreBatch(pb.ScoreBatchRequest(requests=native[start : start + 50]), timeout=5)
+        slow = stub.ScoreBatch(
+            pb.ScoreBatchRequest(requests=general[start : start + 50]), timeout=5
+        )
+        assert list(fast.results) == [_without_explanation(r) for r in slow.results]
+
+
+BAD = [
+    request("", age=-3.0, debt_ratio=float("nan")),
+    request("u", revolving_utilization=None, shoe_size=42.0),
+    request("i", age=41.5, monthly_income=float("inf")),
+]
+
+
+def _violations(call: object) -> dict[str, str]:
+    with pytest.raises(grpc.RpcError) as info:
+        call()  # type: ignore[operator]
+    status = rpc_status.from_call(info.value)
+    assert status is not None
+    return violations_of(status)
+
+
+@pytest.mark.parametrize("bad", BAD, ids=["empty-id-range-nan", "missing-unknown", "int-inf"])
+def test_both_paths_give_the_same_errors(channel: grpc.Channel, bad: pb.ScoreRequest) -> None:
+    stub = pb_grpc.ScoringStub(channel)
+    explained = pb.ScoreRequest()
+    explained.CopyFrom(bad)
+    explained.explain = True
+    native = _violations(lambda: stub.Score(bad, timeout=5))
+    general = _violations(lambda: stub.Score(explained, timeout=5))
+    assert native == general
+    assert native  # the request is bad on both paths
+    good = request("g")
+    batch_native = _violations(
+        lambda: stub.ScoreBatch(pb.ScoreBatchRequest(requests=[good, bad, good]), timeout=5)
+    )
+    batch_general = _violations(
+        lambda: stub.ScoreBatch(pb.ScoreBatchRequest(requests=[good, explained, good]), timeout=5)
+    )
+    assert batch_native == batch_general  # includes the duplicate id of the two good requests
+    assert "requests[2].request_id" in batch_native
+
+
+def test_malformed_bytes_are_invalid_argument(channel: grpc.Channel) -> None:
+    truncated = [b"\x0a\xff", b"\x0a\x05ab", b"\x0f"]  # varint, length, wire type 7
+    bad_utf8 = {"Score": b"\x0a\x03\xff\xfe\xfd", "ScoreBatch": b"\x0a\x05\x0a\x03\xff\xfe\xfd"}
+    for method in ("Score", "ScoreBatch"):
+        call = channel.unary_unary(
+            f"/credit.scoring.v1.Scoring/{method}",
+            request_serializer=lambda b: b,
+            response_deserializer=lambda b: b,
+        )
+        for data in [*truncated, bad_utf8[method]]:
+            with pytest.raises(grpc.RpcError) as info:
+                call(data, timeout=5)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (method, data)
+            status = rpc_status.from_call(info.value)
+            assert status is not None
+            assert list(violations_of(status)) == ["request"]
