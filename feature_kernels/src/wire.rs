@@ -5,9 +5,11 @@
 //!
 //! Decoding follows proto3: absent fields take their defaults, the last occurrence of a singular
 //! field wins, a message field that occurs twice is merged, the last entry of a repeated map key
-//! wins, unknown fields are skipped, strings must be UTF-8. It is stricter than protobuf in one
-//! way: a known field sent with the wrong wire type, and any group, is an error here (protobuf
-//! would keep them as unknown fields); no conforming client of this API sends either.
+//! wins, unknown fields are skipped, strings must be UTF-8. As in upb (Python's protobuf), a map
+//! entry that carries an unknown field is no map entry at all (upb keeps it as an unknown field
+//! of the applicant): it is dropped. It is stricter than protobuf in one way: a known field sent
+//! with the wrong wire type, and any group, is an error here (protobuf would keep them as
+//! unknown fields); no conforming client of this API sends either.
 //!
 //! Encoding omits proto3 defaults as upb does (a double is left out only when its bits are all
 //! zero, so -0.0 is written) and writes fields in field-number order, as upb does.
@@ -310,9 +312,11 @@ fn reported(bad: &[Violation], prefix: &str, key: &str) -> bool {
         .any(|v| v.field.strip_prefix(prefix) == Some(key))
 }
 
-/// `map<string, double>` entry: `(key, value)`, defaults `""` and `0.0`.
-fn numeric_entry<'a>(r: &mut Reader<'a>) -> WireResult<(&'a str, f64)> {
-    let (mut key, mut value) = ("", 0.0);
+/// `map<string, double>` entry: `(key, value)`, defaults `""` and `0.0`; `None` when the entry
+/// carries an unknown field (upb then keeps the whole entry as an unknown field of the applicant,
+/// out of the map; we drop it the same way).
+fn numeric_entry<'a>(r: &mut Reader<'a>) -> WireResult<Option<(&'a str, f64)>> {
+    let (mut key, mut value, mut unknown) = ("", 0.0, false);
     while !r.done() {
         match r.tag()? {
             (1, wt) => {
@@ -323,15 +327,19 @@ fn numeric_entry<'a>(r: &mut Reader<'a>) -> WireResult<(&'a str, f64)> {
                 r.expect(2, wt, I64)?;
                 value = r.double()?;
             }
-            (_, wt) => r.skip(wt)?,
+            (_, wt) => {
+                r.skip(wt)?;
+                unknown = true;
+            }
         }
     }
-    Ok((key, value))
+    Ok((!unknown).then_some((key, value)))
 }
 
-/// `map<string, string>` entry: `(key, value)`, defaults `""`.
-fn categorical_entry<'a>(r: &mut Reader<'a>) -> WireResult<(&'a str, &'a str)> {
-    let (mut key, mut value) = ("", "");
+/// `map<string, string>` entry: `(key, value)`, defaults `""`; `None` when the entry carries an
+/// unknown field (as [`numeric_entry`]).
+fn categorical_entry<'a>(r: &mut Reader<'a>) -> WireResult<Option<(&'a str, &'a str)>> {
+    let (mut key, mut value, mut unknown) = ("", "", false);
     while !r.done() {
         match r.tag()? {
             (field @ (1 | 2), wt) => {
@@ -343,10 +351,13 @@ fn categorical_entry<'a>(r: &mut Reader<'a>) -> WireResult<(&'a str, &'a str)> {
                     value = s;
                 }
             }
-            (_, wt) => r.skip(wt)?,
+            (_, wt) => {
+                r.skip(wt)?;
+                unknown = true;
+            }
         }
     }
-    Ok((key, value))
+    Ok((!unknown).then_some((key, value)))
 }
 
 /// `Applicant`, merged into `applicant_id` and `row` (an occurrence merges into earlier ones).
@@ -364,19 +375,23 @@ fn applicant<'a>(
             }
             (2, wt) => {
                 r.expect(2, wt, LEN)?;
-                let (k, v) = r
+                let entry = r
                     .delimited()
                     .and_then(|mut e| numeric_entry(&mut e))
                     .map_err(|e| e.within("numeric"))?;
-                row.numeric(plan, k, v);
+                if let Some((k, v)) = entry {
+                    row.numeric(plan, k, v);
+                }
             }
             (3, wt) => {
                 r.expect(3, wt, LEN)?;
-                let (k, v) = r
+                let entry = r
                     .delimited()
                     .and_then(|mut e| categorical_entry(&mut e))
                     .map_err(|e| e.within("categorical"))?;
-                row.categorical(plan, k, v);
+                if let Some((k, v)) = entry {
+                    row.categorical(plan, k, v);
+                }
             }
             (_, wt) => r.skip(wt)?,
         }
@@ -753,6 +768,9 @@ mod tests {
         req.extend([0x18, 0x01]);
         req.extend(ld(2, &cat_entry("x", "oops"))); // a second applicant merges in
         req.extend([0x25, 0, 0, 0, 0]); // unknown fixed32 field 4
+        let mut dropped = ld(1, b"zz");
+        dropped.extend([0x18, 0x01]); // unknown field in the entry: upb drops the entry
+        req.extend(ld(2, &ld(2, &dropped)));
         let batch = ld(1, &req);
         let ev = match decode_and_eval(&p, &batch, true) {
             Ok(ev) => ev,
