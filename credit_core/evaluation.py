@@ -57,7 +57,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -205,7 +205,22 @@ R = TypeVar("R", PredictionRecord, OutcomeRecord)
 _HOST: Final = re.sub(r"[^A-Za-z0-9.]+", "_", socket.gethostname()) or "host"
 
 
+_quote: Callable[[str], str] = json.encoder.encode_basestring_ascii
+"""JSON string literal (the C encoder ``json.dumps`` itself uses)."""
+
+
 def _encode(record: PredictionRecord | OutcomeRecord) -> bytes:
+    """One JSON line, as ``json.dumps`` of the fields would give (a hand-rolled template: this
+    runs for every prediction the server makes). Numbers were checked finite on construction,
+    and ``repr`` of a finite float is what ``json.dumps`` writes."""
+    if type(record) is PredictionRecord:
+        r = record
+        return (
+            f'{{"ts":{r.ts!r},"request_id":{_quote(r.request_id)},'
+            f'"applicant_id":{_quote(r.applicant_id)},"model_name":{_quote(r.model_name)},'
+            f'"variant":{_quote(r.variant)},"model_version":{_quote(r.model_version)},'
+            f'"pd":{r.pd!r},"served":{"true" if r.served else "false"}}}\n'
+        ).encode()
     fields = {name: getattr(record, name) for name in record.__slots__}
     return json.dumps(fields, separators=(",", ":"), allow_nan=False).encode() + b"\n"
 

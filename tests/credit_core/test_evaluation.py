@@ -4,6 +4,7 @@ lines, rotation, flush rules, a failing disk), the bulk outcome import and the m
 from __future__ import annotations
 
 import datetime as dt
+import json
 import subprocess
 import sys
 import time
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from credit_core.evaluation import (
@@ -22,6 +25,7 @@ from credit_core.evaluation import (
     OutcomeFileError,
     OutcomeRecord,
     PredictionRecord,
+    _encode,
     import_outcomes,
     matched,
     read_outcome_file,
@@ -426,3 +430,20 @@ def test_matching_without_model_filter_keeps_every_model(tmp_path: Path) -> None
         ("m", "champion", 0.11),
         ("other", "champion", 0.99),
     ]
+
+
+@given(
+    ts=st.floats(0, 4e9, allow_nan=False),
+    ids=st.lists(st.text(min_size=1), min_size=3, max_size=3),
+    applicant=st.text(),
+    pd=st.floats(0, 1),
+    served=st.booleans(),
+    variant=st.sampled_from(["champion", "challenger"]),
+)
+def test_prediction_lines_are_what_json_dumps_writes(
+    ts: float, ids: list[str], applicant: str, pd: float, served: bool, variant: str
+) -> None:
+    """The hand-rolled line encoder of predictions equals json.dumps of the fields."""
+    record = PredictionRecord(ts, ids[0], applicant, ids[1], variant, ids[2], pd, served)  # type: ignore[arg-type]
+    fields = {name: getattr(record, name) for name in record.__slots__}
+    assert _encode(record) == json.dumps(fields, separators=(",", ":")).encode() + b"\n"
