@@ -29,9 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
+from google.protobuf.message import Message
+
 from benchmarks import mlserver_peer
 from benchmarks.results import write_section
 from benchmarks.synthetic_model import ensure_bench_model, write_score_bodies
+from scoring_server.grpc._proto import scoring_pb2 as pb
 
 ROOT = Path(__file__).resolve().parents[1]
 STATE = ROOT / "var" / "bench"
@@ -64,8 +68,8 @@ SCENARIOS = (
         "64 applicants per call, c=16",
         16,
         64,
-        (f"{SCORING}/ScoreBatch", "score-batch-64.json"),
-        "infer-64.json",
+        (f"{SCORING}/ScoreBatch", "score-batch-64.bin"),
+        "infer-64.bin",
     ),
     Scenario(
         "stream, 1 applicant per message, 16 streams",
@@ -87,6 +91,8 @@ class Run:
     p90_ms: float
     p99_ms: float
     errors: dict[str, int]
+    cut_off: int
+    """Calls in flight when ghz stops at the end of the run (it closes their connections)."""
     client_cpu_share: float
     server_rss_mb: str
 
@@ -97,6 +103,10 @@ class Run:
     @property
     def rows_per_second(self) -> float:
         return self.calls_ok * self.rows_per_call / self.seconds
+
+
+_CUT_OFF = ("use of closed network connection", "context canceled", "code = Canceled")
+"""How ghz reports the calls it abandons when a ``-z`` run ends; not server errors."""
 
 
 def free_port() -> int:
@@ -160,6 +170,27 @@ def our_server(workers: int | None) -> Iterator[tuple[subprocess.Popen[bytes], i
         proc.wait(60)
 
 
+def binary_body(body: Path, message: type[Message]) -> Path:
+    """The first message of a ghz JSON body, serialized: ghz then sends the same bytes on every
+    call instead of building each message from JSON (which costs it more CPU than the servers
+    spend on 64 applicants). Unary and batch runs use these, for both servers."""
+    first = json.loads(body.read_text())[0]
+    out = body.with_suffix(".bin")
+    out.write_bytes(json_format.ParseDict(first, message()).SerializeToString())
+    return out
+
+
+def oip_request_type(protoset: Path) -> type[Message]:
+    """MLServer's ``inference.ModelInferRequest``, built from its protoset (no MLServer import)."""
+    files = descriptor_pb2.FileDescriptorSet.FromString(protoset.read_bytes())
+    pool = descriptor_pool.DescriptorPool()
+    for f in files.file:
+        pool.Add(f)
+    return message_factory.GetMessageClass(
+        pool.FindMessageTypeByName("inference.ModelInferRequest")
+    )
+
+
 def ghz(
     binary: Path,
     target: str,
@@ -169,7 +200,8 @@ def ghz(
     duration: float,
     proto_args: Sequence[str],
 ) -> tuple[dict[str, Any], float]:
-    """One ghz run; returns its JSON report and its CPU seconds (user + system)."""
+    """One ghz run (``body``: JSON messages, or one serialized message if it ends in .bin);
+    returns its JSON report and its CPU seconds (user + system)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(
         [
@@ -178,7 +210,7 @@ def ghz(
             *proto_args,
             "--call",
             call,
-            "--data-file",
+            "--binary-file" if body.suffix == ".bin" else "--data-file",
             str(body),
             "-c",
             str(concurrency),
@@ -204,6 +236,11 @@ def ghz(
 def to_run(report: dict[str, Any], cpu: float, rows_per_call: int, rss: str) -> Run:
     codes: dict[str, int] = report.get("statusCodeDistribution") or {}
     ok = int(codes.get("OK", 0))
+    cut = sum(
+        int(n)
+        for message, n in (report.get("errorDistribution") or {}).items()
+        if any(mark in message for mark in _CUT_OFF)
+    )
     pct = {
         int(d["percentage"]): d["latency"] / 1e6 for d in report.get("latencyDistribution") or []
     }
@@ -217,6 +254,7 @@ def to_run(report: dict[str, Any], cpu: float, rows_per_call: int, rss: str) -> 
         p90_ms=pct.get(90, float("nan")),
         p99_ms=pct.get(99, float("nan")),
         errors={k: int(v) for k, v in codes.items() if k != "OK"},
+        cut_off=cut,
         client_cpu_share=cpu / (seconds * len(os.sched_getaffinity(0))),
         server_rss_mb=rss,
     )
@@ -237,11 +275,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     mlserver_peer.write_infer_bodies(bodies)
     protoset = mlserver_peer.oip_protoset(venv, STATE / "oip.protoset")
     google_protos = Path(__import__("google.rpc.status_pb2").rpc.status_pb2.__file__).parents[2]
+    oip_request = oip_request_type(protoset)
+    for name, message in (
+        ("score-1.json", pb.ScoreRequest),
+        ("score-batch-64.json", pb.ScoreBatchRequest),
+        ("infer-1.json", oip_request),
+        ("infer-64.json", oip_request),
+    ):
+        binary_body(bodies / name, message)
     ours_proto = ["--proto", str(ROOT / "proto/credit/scoring/v1/scoring.proto"),
                   "--import-paths", f"{ROOT / 'proto'},{google_protos}"]  # fmt: skip
     theirs_proto = ["--protoset", str(protoset)]
 
     results: list[tuple[Scenario, Run, Run | None]] = []
+    floors: list[tuple[Scenario, Run]] = []
     grpc_port, http_port = free_port(), free_port()
     repo = mlserver_peer.write_model_repo(
         model.model_json, STATE / "mlserver", grpc_port=grpc_port, http_port=http_port
@@ -278,10 +325,30 @@ def main(argv: Sequence[str] | None = None) -> int:
                 results.append((s, ours, theirs))
                 print(_row(s, ours, theirs), flush=True)
             control_rss = _rss_mb(proc.pid)
+            floor_port = free_port()
+            floor = subprocess.Popen(
+                [sys.executable, "-m", "benchmarks.grpc_floor", "--port", str(floor_port),
+                 "--processes", str(ns.workers or len(os.sched_getaffinity(0)))],
+                cwd=ROOT, start_new_session=True,
+            )  # fmt: skip
+            try:
+                time.sleep(3)
+                floor_target = f"127.0.0.1:{floor_port}"
+                for s in SCENARIOS[:3]:
+                    report, cpu = ghz(
+                        binary, floor_target, s.ours[0], bodies / s.ours[1], s.concurrency,
+                        ns.duration, ours_proto,
+                    )  # fmt: skip
+                    floors.append((s, to_run(report, cpu, 1, "")))
+            finally:
+                os.killpg(floor.pid, signal.SIGTERM)
+                floor.wait(30)
         finally:
             mlserver_peer.stop(peer)
 
-    text = _report(ns, binary, model.holdout_auc, results, idle_ours, idle_theirs, control_rss)
+    text = _report(
+        ns, binary, model.holdout_auc, results, floors, idle_ours, idle_theirs, control_rss
+    )
     print(text)
     if ns.write:
         write_section(ns.write, TITLE, text)
@@ -289,10 +356,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fmt(r: Run) -> str:
-    errors = sum(r.errors.values())
+    errors = sum(r.errors.values()) - r.cut_off
     return (
         f"{r.rps:,.0f} | {r.rows_per_second:,.0f} | {r.p50_ms:.2f} / {r.p90_ms:.2f} / "
         f"{r.p99_ms:.2f} | {errors} | {r.server_rss_mb} | {r.client_cpu_share:.0%}"
+    )
+
+
+def _floor_row(s: Scenario, floor: Run, results: list[tuple[Scenario, Run, Run | None]]) -> str:
+    ours, theirs = next((o, t) for x, o, t in results if x == s)
+    versus = f"{floor.rps / theirs.rps:.1f}x" if theirs and theirs.rps else "n/a"
+    return (
+        f"| {s.name} | {floor.rps:,.0f} | {floor.p50_ms:.2f} / {floor.p90_ms:.2f} / "
+        f"{floor.p99_ms:.2f} | {floor.client_cpu_share:.0%} | {ours.rps / floor.rps:.0%} | "
+        f"{versus} |"
     )
 
 
@@ -315,6 +392,7 @@ def _report(
     binary: Path,
     auc: float,
     results: list[tuple[Scenario, Run, Run | None]],
+    floors: list[tuple[Scenario, Run]],
     idle_ours: list[float],
     idle_theirs: float,
     control_rss: float,
@@ -328,7 +406,9 @@ def _report(
         f"Command: `make bench` (= `uv run python -m benchmarks.grpc_load --duration "
         f"{ns.duration:g} --write benchmarks/RESULTS.md`). {ns.duration:g} s per run after a 1 s "
         "warm-up, the two servers alternating, ghz on the same "
-        f"{cores} cores (ghz {GHZ_VERSION}; `--connections` = min(c, 16)). Model: the synthetic "
+        f"{cores} cores (ghz {GHZ_VERSION}; `--connections` = min(c, 16); unary and batch calls "
+        "send one pre-serialized message (`--binary-file`), the stream 256 JSON messages). "
+        "Model: the synthetic "
         f"benchmark model (400 trees, depth 6, 40 features, holdout AUC {auc:.3f}), registered as "
         "`altscore-bench` for altscore and saved as `model.json` for MLServer.",
         "",
@@ -338,15 +418,27 @@ def _report(
         "process: `parallel_workers: 0`, metrics off, `OMP_NUM_THREADS=1`), Open Inference "
         "Protocol gRPC `ModelInfer`, one FP32 tensor.",
         "",
-        "| scenario | server | calls/s | rows/s | p50 / p90 / p99 ms | errors | server RSS MB "
+        "| scenario | server | calls/s | rows/s | p50 / p90 / p99 ms | errors¹ | server RSS MB "
         "| ghz CPU share | rows/s vs MLServer |",
         "|---|---|---|---|---|---|---|---|---|",
         *(_row(s, o, t) for s, o, t in results),
+        "",
+        "¹ Not counting the calls in flight when ghz ends a run (it closes their connections: "
+        "at most c per run).",
         "",
         f"Best rows/s: altscore {best_ours:,.0f}, MLServer {best_theirs:,.0f} "
         f"(**{best_ours / best_theirs:.1f}x**)."
         if best_theirs
         else "",
+        "The ceiling of Python gRPC here, measured after the table in the same run: "
+        f"`benchmarks.grpc_floor`, {ns.workers or cores} grpc.aio processes on one port that "
+        "answer `Score` with a fixed response and do no work:",
+        "",
+        "| scenario | calls/s | p50 / p90 / p99 ms | ghz CPU share | altscore / floor | "
+        "floor / MLServer |",
+        "|---|---|---|---|---|---|",
+        *(_floor_row(s, f, results) for s, f in floors),
+        "",
         f"Idle RSS with the model loaded: altscore workers "
         f"{' / '.join(f'{x:.0f}' for x in idle_ours)} MB each (control process, which holds "
         f"MLflow and serves no calls: {control_rss:.0f} MB); MLServer {idle_theirs:.0f} MB.",
