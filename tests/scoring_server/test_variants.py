@@ -340,10 +340,9 @@ def test_report_outcome_is_on_disk_when_the_call_returns(
         with pytest.raises(grpc.RpcError) as info:
             stub.ReportOutcome(pb.ReportOutcomeRequest(), timeout=5)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    wait_for(
-        "predictions matched to outcomes",
-        lambda: (
-            matched(log).filter(matched(log)["request_id"].str.starts_with("out-")).height >= 20
-        ),
-        timeout=10,
-    )
+
+    def matched_outcomes() -> bool:
+        m = matched(log)  # once: predictions keep arriving (the log flushes every second)
+        return m.filter(m["request_id"].str.starts_with("out-")).height >= 20
+
+    wait_for("predictions matched to outcomes", matched_outcomes, timeout=10)
