@@ -19,7 +19,6 @@ import platform
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, json_format, messag
 from google.protobuf.message import Message
 
 from benchmarks import mlserver_peer
+from benchmarks.procs import child_pids, free_port, rss_bytes, tree_rss_bytes
 from benchmarks.results import write_section
 from benchmarks.synthetic_model import ensure_bench_model, write_score_bodies
 from scoring_server.grpc._proto import scoring_pb2 as pb
@@ -109,12 +109,6 @@ _CUT_OFF = ("use of closed network connection", "context canceled", "code = Canc
 """How ghz reports the calls it abandons when a ``-z`` run ends; not server errors."""
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def find_ghz() -> Path:
     found = shutil.which("ghz")
     if found:
@@ -124,20 +118,6 @@ def find_ghz() -> Path:
     if candidate.is_file():
         return candidate
     raise SystemExit("ghz not found: run `make tools` (go install, pinned version)")
-
-
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 @contextmanager
@@ -298,8 +278,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             mlserver_peer.wait_ready(peer, repo, http_port)
             ours_target, theirs_target = f"127.0.0.1:{port}", f"127.0.0.1:{grpc_port}"
-            idle_ours = [_rss_mb(p) for p in _children(proc.pid)]
-            idle_theirs = mlserver_peer.rss_bytes(peer.pid) / 2**20
+            idle_ours = [rss_bytes(p) / 2**20 for p in child_pids(proc.pid)]
+            idle_theirs = tree_rss_bytes(peer.pid) / 2**20
             for s in SCENARIOS:  # warm-up, discarded
                 ghz(
                     binary, ours_target, s.ours[0], bodies / s.ours[1], s.concurrency, 1, ours_proto
@@ -312,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     binary, ours_target, s.ours[0], bodies / s.ours[1], s.concurrency,
                     ns.duration, ours_proto,
                 )  # fmt: skip
-                rss = " / ".join(f"{_rss_mb(p):.0f}" for p in _children(proc.pid))
+                rss = " / ".join(f"{rss_bytes(p) / 2**20:.0f}" for p in child_pids(proc.pid))
                 ours = to_run(report, cpu, s.rows_per_call, rss)
                 theirs = None
                 if s.theirs:
@@ -320,11 +300,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         binary, theirs_target, mlserver_peer.INFER_CALL, bodies / s.theirs,
                         s.concurrency, ns.duration, theirs_proto,
                     )  # fmt: skip
-                    rss = f"{mlserver_peer.rss_bytes(peer.pid) / 2**20:.0f}"
+                    rss = f"{tree_rss_bytes(peer.pid) / 2**20:.0f}"
                     theirs = to_run(report, cpu, s.rows_per_call, rss)
                 results.append((s, ours, theirs))
                 print(_row(s, ours, theirs), flush=True)
-            control_rss = _rss_mb(proc.pid)
+            control_rss = rss_bytes(proc.pid) / 2**20
             floor_port = free_port()
             floor = subprocess.Popen(
                 [sys.executable, "-m", "benchmarks.grpc_floor", "--port", str(floor_port),

@@ -11,7 +11,7 @@ driver needs::
     proc = start(venv, repo, grpc_port, http_port)
     wait_ready(proc, repo, http_port)
     ...  ghz --protoset <oip_protoset(venv, dst)> --call inference.GRPCInferenceService/ModelInfer
-    rss_bytes(proc.pid); stop(proc)
+    procs.tree_rss_bytes(proc.pid); stop(proc)
 
 ``python -m benchmarks.mlserver_peer`` does all of it once and checks that ModelInfer answers
 XGBoost's own probabilities for the benchmark rows.
@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from benchmarks.procs import tree_rss_bytes
+
 __all__ = [
     "INFER_CALL",
     "LOCK_FILE",
@@ -46,7 +48,6 @@ __all__ = [
     "infer_requests",
     "log_path",
     "oip_protoset",
-    "rss_bytes",
     "start",
     "stop",
     "wait_ready",
@@ -244,37 +245,6 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> int:
     return int(proc.returncode)
 
 
-def _children() -> dict[int, list[int]]:
-    tree: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])  # the name may hold spaces and ')'
-        tree.setdefault(ppid, []).append(int(entry.name))
-    return tree
-
-
-def rss_bytes(pid: int) -> int:
-    """Resident memory of ``pid`` and all its descendants (sum of ``VmRSS`` from /proc)."""
-    tree = _children()
-    total, todo = 0, [pid]
-    while todo:
-        p = todo.pop()
-        todo.extend(tree.get(p, []))
-        try:
-            for line in Path(f"/proc/{p}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-                    break
-        except OSError:
-            continue
-    return total
-
-
 _PROTOSET_SCRIPT = """
 import sys
 from google.protobuf import descriptor_pb2
@@ -419,7 +389,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         waited = wait_ready(proc, repo, ns.http_port)
         time.sleep(2.0)
-        rss = rss_bytes(proc.pid)
+        rss = tree_rss_bytes(proc.pid)
         diffs = {
             name: _check(venv, ns.grpc_port, path, ns.model_json) for name, path in bodies.items()
         }

@@ -16,23 +16,12 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from benchmarks.procs import child_pids, rss_bytes
 from scoring_server.grpc._proto import scoring_pb2_grpc as pb_grpc
 from tests.conftest import ROOT, ServerProcess, TrainedModel, start_server
 from tests.scoring_server.test_grpc_e2e import request
 
 RSS_LIMIT_BYTES = 200 * 1024 * 1024
-
-
-def children(pid: int) -> set[int]:
-    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    return {int(x) for x in text.split()}
-
-
-def rss_bytes(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError(f"no VmRSS for {pid}")
 
 
 def metric(srv: ServerProcess, name: str, **labels: str) -> float:
@@ -69,7 +58,7 @@ def two_workers(
 
 
 def test_every_worker_serves_and_metrics_sum_them(two_workers: ServerProcess) -> None:
-    workers = children(two_workers.proc.pid)
+    workers = set(child_pids(two_workers.proc.pid))
     assert len(workers) == 2
     before = metric(two_workers, "credit_scoring_requests_total", rpc="Score", code="OK")
     assert served_by(two_workers, 40) == 40
@@ -84,17 +73,17 @@ def test_every_worker_serves_and_metrics_sum_them(two_workers: ServerProcess) ->
 
 
 def test_serving_process_rss_with_model_loaded(two_workers: ServerProcess) -> None:
-    for pid in children(two_workers.proc.pid):
+    for pid in set(child_pids(two_workers.proc.pid)):
         assert rss_bytes(pid) <= RSS_LIMIT_BYTES, f"worker {pid}: {rss_bytes(pid) / 2**20:.0f} MB"
 
 
 def test_dead_worker_is_replaced(two_workers: ServerProcess) -> None:
-    old = children(two_workers.proc.pid)
+    old = set(child_pids(two_workers.proc.pid))
     victim = min(old)
     os.kill(victim, signal.SIGKILL)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
-        now = children(two_workers.proc.pid)
+        now = set(child_pids(two_workers.proc.pid))
         if len(now) == 2 and victim not in now and two_workers.log().count("serving altscore") >= 3:
             break
         time.sleep(0.2)
@@ -108,7 +97,7 @@ def test_sigterm_stops_every_worker(trained: TrainedModel, tmp_path: Path) -> No
     srv = start_server(
         trained.state_dir, tmp_path / "server.log", wait_serving=True, ALTSCORE_WORKERS="2"
     )
-    workers = children(srv.proc.pid)
+    workers = set(child_pids(srv.proc.pid))
     assert len(workers) == 2
     assert srv.stop(timeout=30) == 0
     for pid in workers:
