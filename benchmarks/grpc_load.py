@@ -348,7 +348,8 @@ def _floor_row(s: Scenario, floor: Run, results: list[tuple[Scenario, Run, Run |
     versus = f"{floor.rps / theirs.rps:.1f}x" if theirs and theirs.rps else "n/a"
     return (
         f"| {s.name} | {floor.rps:,.0f} | {floor.p50_ms:.2f} / {floor.p90_ms:.2f} / "
-        f"{floor.p99_ms:.2f} | {floor.client_cpu_share:.0%} | {ours.rps / floor.rps:.0%} | "
+        f"{floor.p99_ms:.2f} | {floor.client_cpu_share:.0%} | "
+        f"{f'{ours.rps / floor.rps:.0%}' if floor.rps else 'n/a'} | "
         f"{versus} |"
     )
 

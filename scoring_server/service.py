@@ -135,6 +135,16 @@ def _violation_order(v: tuple[str, str]) -> int:
     return int(head.removeprefix("requests["))
 
 
+def _id_violations(request_id: str, seen: RecentIds) -> list[tuple[str, str]]:
+    """An empty or repeated request id; a new one is remembered in ``seen``."""
+    if not request_id:
+        return [("request_id", "must not be empty")]
+    if request_id in seen:
+        return [("request_id", f"duplicate request id {request_id!r}")]
+    seen.add(request_id)
+    return []
+
+
 def _explanations(
     model: LoadedModel, requests: Sequence[ScoringRequest], matrix: npt.NDArray[np.float32]
 ) -> dict[int, Explanation]:
@@ -275,22 +285,13 @@ class ScoringService:
         """All or nothing, like ``score_batch`` (``prefix``: name fields ``requests[i].``, as a
         batch does; without it, as one ``Score`` does)."""
         n = len(batch.request_ids)
-        if prefix and n == 0:
-            raise InvalidRequestError([("requests", "must hold at least one request")])
-        if prefix and n > self.max_batch_size:
-            raise InvalidRequestError(
-                [("requests", f"{n} requests exceed the limit of {self.max_batch_size}")]
-            )
+        if prefix:
+            self._check_batch_size(n)
         seen = RecentIds(n)
         violations: list[tuple[str, str]] = []
         for i, (rid, bad) in enumerate(zip(batch.request_ids, batch.violations, strict=True)):
             head = f"requests[{i}]." if prefix else ""
-            if not rid:
-                violations.append((f"{head}request_id", "must not be empty"))
-            elif rid in seen:
-                violations.append((f"{head}request_id", f"duplicate request id {rid!r}"))
-            else:
-                seen.add(rid)
+            violations.extend((head + f, d) for f, d in _id_violations(rid, seen))
             violations.extend((f"{head}applicant.{f}", d) for f, d in bad)
         if violations:
             raise InvalidRequestError(violations)
@@ -316,6 +317,14 @@ class ScoringService:
             model.ref,
         )
 
+    def _check_batch_size(self, n: int) -> None:
+        if n == 0:
+            raise InvalidRequestError([("requests", "must hold at least one request")])
+        if n > self.max_batch_size:
+            raise InvalidRequestError(
+                [("requests", f"{n} requests exceed the limit of {self.max_batch_size}")]
+            )
+
     def _counter(self, model: LoadedModel) -> Counter:
         r = model.ref
         key = (r.version, r.variant)
@@ -329,9 +338,7 @@ class ScoringService:
         variants = self._current()
         model = variants.answering(request)
         (prepared,) = await self._enrich(model, [request])
-        violations = list(prepared.violations)
-        if not request.request_id:
-            violations.insert(0, ("request_id", "must not be empty"))
+        violations = _id_violations(request.request_id, RecentIds(1)) + prepared.violations
         vector, bad = model.pipeline.transform_row(prepared.numeric, prepared.categorical)
         violations.extend((f"applicant.{f}", d) for f, d in bad)
         if violations:
@@ -347,17 +354,7 @@ class ScoringService:
 
     async def score_batch(self, requests: Sequence[ScoringRequest]) -> list[ScoreResult]:
         """All or nothing: any bad request fails the batch, naming ``requests[i].<field>``."""
-        if not requests:
-            raise InvalidRequestError([("requests", "must hold at least one request")])
-        if len(requests) > self.max_batch_size:
-            raise InvalidRequestError(
-                [
-                    (
-                        "requests",
-                        f"{len(requests)} requests exceed the limit of {self.max_batch_size}",
-                    )
-                ]
-            )
+        self._check_batch_size(len(requests))
         variants = self._current()
         seen = RecentIds(len(requests))
         violations: list[tuple[str, str]] = []
@@ -547,13 +544,7 @@ class ScoringService:
         )
         per_item: list[list[tuple[str, str]]] = []
         for r, p, bad in zip(requests, prepared, row_violations, strict=True):
-            v: list[tuple[str, str]] = []
-            if not r.request_id:
-                v.append(("request_id", "must not be empty"))
-            elif r.request_id in seen:
-                v.append(("request_id", f"duplicate request id {r.request_id!r}"))
-            else:
-                seen.add(r.request_id)
+            v = _id_violations(r.request_id, seen)
             v.extend(p.violations)
             v.extend((f"applicant.{f}", d) for f, d in bad)
             per_item.append(v)
