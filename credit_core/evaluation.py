@@ -265,7 +265,10 @@ class EvaluationWriter(Generic[R]):
         self._fd: int | None = None
         self._segment: Path | None = None
         self._segment_bytes = 0
-        self._pending: list[R] = []
+        self._pending: list[R | bytes] = []
+        """Records, and blocks of already-encoded lines (``write_encoded``)."""
+        self._pending_count = 0
+        """Records in ``_pending`` (a block counts its lines)."""
         self._oldest = 0.0
         self._retry_at = 0.0
         self._closed = False
@@ -290,27 +293,53 @@ class EvaluationWriter(Generic[R]):
         if not records:
             return
         with self._cond:
-            if self._closed:
-                raise EvaluationLogError(f"{self.kind} writer is closed")
-            room = self.max_pending - len(self._pending)
-            if room < len(records):
-                lost = len(records) - max(room, 0)
-                if self.dropped == 0 or (self.dropped + lost) // 10_000 > self.dropped // 10_000:
-                    log.error(
-                        "evaluation log %s: %d records waiting, dropping %d (dropped so far: %d)",
-                        self.kind,
-                        len(self._pending),
-                        lost,
-                        self.dropped + lost,
-                    )
-                self.dropped += lost
-                records = records[: max(room, 0)]
-            first = not self._pending
-            if first:
-                self._oldest = time.monotonic()
-            self._pending.extend(records)
-            if first or len(self._pending) >= self.flush_records:
-                self._cond.notify()  # start the flush_seconds clock, or flush now
+            room = self._room(len(records))
+            self._buffer(records[:room], room)
+
+    def write_encoded(self, lines: bytes, count: int) -> None:
+        """Buffer ``count`` records already encoded as this log's JSON lines (the native front
+        end writes them byte for byte as :func:`_encode` would). All or none of them: when they
+        do not fit under ``max_pending`` they are dropped and counted like records."""
+        if count != lines.count(b"\n") or (lines and not lines.endswith(b"\n")):
+            raise ValueError(f"{self.kind} writer: expected {count} whole lines")
+        if not count:
+            return
+        with self._cond:
+            if self._room(count, whole=True) == count:
+                self._buffer([lines], count)
+
+    def _room(self, n: int, *, whole: bool = False) -> int:
+        """How many of ``n`` new records fit (``whole``: all or none); the rest are counted as
+        dropped. Holds the lock."""
+        if self._closed:
+            raise EvaluationLogError(f"{self.kind} writer is closed")
+        room = max(self.max_pending - self._pending_count, 0)
+        if room < n:
+            room = 0 if whole else room
+            lost = n - room
+            if self.dropped == 0 or (self.dropped + lost) // 10_000 > self.dropped // 10_000:
+                log.error(
+                    "evaluation log %s: %d records waiting, dropping %d (dropped so far: %d)",
+                    self.kind,
+                    self._pending_count,
+                    lost,
+                    self.dropped + lost,
+                )
+            self.dropped += lost
+            return room
+        return n
+
+    def _buffer(self, items: Sequence[R | bytes], count: int) -> None:
+        """Append ``items`` (``count`` records) to the buffer. Holds the lock."""
+        if not count:
+            return
+        first = not self._pending
+        if first:
+            self._oldest = time.monotonic()
+        self._pending.extend(items)
+        self._pending_count += count
+        if first or self._pending_count >= self.flush_records:
+            self._cond.notify()  # start the flush_seconds clock, or flush now
 
     def flush(self) -> None:
         """Append everything buffered now, on the caller's thread. Raises
@@ -318,9 +347,10 @@ class EvaluationWriter(Generic[R]):
         buffered (none is written twice)."""
         with self._io:
             with self._cond:
-                batch, self._pending = self._pending, []
+                batch, count = self._pending, self._pending_count
+                self._pending, self._pending_count = [], 0
             if batch:
-                self._append(batch)
+                self._append(batch, count)
 
     def close(self) -> None:
         """Stop the background thread and write what is buffered. Idempotent."""
@@ -352,7 +382,7 @@ class EvaluationWriter(Generic[R]):
         if not self._pending or time.monotonic() < self._retry_at:
             return False
         return (
-            len(self._pending) >= self.flush_records
+            self._pending_count >= self.flush_records
             or time.monotonic() - self._oldest >= self.flush_seconds
         )
 
@@ -384,8 +414,8 @@ class EvaluationWriter(Generic[R]):
             self._fd, self._segment, self._segment_bytes = fd, path, 0
             return fd
 
-    def _append(self, batch: list[R]) -> None:
-        data = b"".join(_encode(r) for r in batch)
+    def _append(self, batch: list[R | bytes], count: int) -> None:
+        data = b"".join(r if isinstance(r, bytes) else _encode(r) for r in batch)
         done = 0
         try:
             if self._fd is not None and self._segment_bytes >= self.max_segment_bytes:
@@ -403,14 +433,17 @@ class EvaluationWriter(Generic[R]):
             if self._fd is not None:  # the segment may end torn: never append to it again
                 os.close(self._fd)
                 self._fd = None
+            # What was not written whole goes back in front, as encoded lines (none twice).
+            rest = data[data.rfind(b"\n", 0, done) + 1 :]
             with self._cond:
-                self._pending[:0] = batch[lines:]
+                self._pending[:0] = [rest]
+                self._pending_count += count - lines
             raise EvaluationLogError(
                 f"evaluation log {self.kind}: writing {self.directory} failed after {lines} of "
-                f"{len(batch)} records: {e}"
+                f"{count} records: {e}"
             ) from e
         self._segment_bytes += len(data)
-        self.written += len(batch)
+        self.written += count
 
 
 class EvaluationLog:

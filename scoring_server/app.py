@@ -14,6 +14,7 @@ from credit_core import CreditError, FeatureStoreError, ModelRef
 from credit_core.bundle import ENTITY_ID
 from credit_core.evaluation import EvaluationLog
 from credit_core.feature_store import InMemoryFeatureStore, rows_from_records, store_from_url
+from scoring_server.grpc.front_end import NativeFrontEnd
 from scoring_server.grpc.server import GrpcServer, create_server
 from scoring_server.loader import LoadedModel, ModelLoader
 from scoring_server.manifest import ManifestFollower, ServingManifest, Variant
@@ -110,6 +111,16 @@ class ScoringApp:
             predictions=self.predictions,
             outcomes=self.outcomes,
         )
+        self.front: NativeFrontEnd | None = (
+            NativeFrontEnd(
+                self.metrics,
+                self.predictions,
+                max_message_bytes=settings.max_message_bytes,
+                threads=settings.front_end_threads,
+            )
+            if settings.native_front_end
+            else None
+        )
         self.follower = ManifestFollower(manifest_path)
         self.grpc_port = 0
         self._server: GrpcServer | None = None
@@ -118,10 +129,16 @@ class ScoringApp:
         """(alias, version) -> model, for the versions in the current manifest."""
 
     async def start(self) -> None:
-        server = await create_server(self.settings, self.service, self.metrics)
+        front = self.front
+        address = front.backend_address if front is not None else None
+        server = await create_server(self.settings, self.service, self.metrics, address)
         await server.start()
         self._server = server
-        self.grpc_port = server.port
+        self.grpc_port = (
+            server.port
+            if front is None
+            else front.start(self.settings.host, self.settings.grpc_port)
+        )
         self._following = asyncio.create_task(self._follow())
 
     async def _follow(self) -> None:
@@ -145,6 +162,8 @@ class ScoringApp:
         challenger = loaded["challenger"]
         self._loaded = {(m.ref.variant, m.ref.version): m for m in (champion, challenger) if m}
         self.service.set_variants(Variants(champion, challenger, manifest.routing))
+        if self.front is not None:
+            self.front.follow(self.service)
         if self._server is not None:
             await self._server.health.set_serving(True)
         log.info(
@@ -194,8 +213,13 @@ class ScoringApp:
         """Stop accepting, let in-flight calls finish within the grace period, flush the logs."""
         if self._following is not None:
             self._following.cancel()
+        grace = self.settings.shutdown_grace_seconds
         if self._server is not None:
-            await self._server.stop(self.settings.shutdown_grace_seconds)
+            await self._server.health.shutdown()
+        if self.front is not None:  # its calls in flight may still need the backend: first
+            await asyncio.to_thread(self.front.stop, grace)
+        if self._server is not None:
+            await self._server.stop(grace)
         for writer in (self.predictions, self.outcomes):
             if writer is not None:
                 writer.close()

@@ -8,13 +8,29 @@ values live in memory as usual.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-__all__ = ["ServerMetrics", "serve_multiprocess"]
+__all__ = ["ServerMetrics", "observe_many", "serve_multiprocess"]
 
 LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 )  # fmt: skip
+
+
+def observe_many(histogram: Histogram, bucket_counts: Sequence[int], total: float) -> None:
+    """Add observations counted elsewhere (the native front end) to a labelled histogram child:
+    ``bucket_counts[i]`` values fell in bucket ``i`` (``LATENCY_BUCKETS`` then +Inf, not
+    cumulative), ``total`` is their sum. prometheus_client has no public call for this; its
+    ``observe`` does exactly these increments one value at a time."""
+    buckets = histogram._buckets  # one value per upper bound, incremented as observe() does
+    if len(bucket_counts) != len(buckets):
+        raise ValueError(f"{len(bucket_counts)} bucket counts for {len(buckets)} buckets")
+    for value, n in zip(buckets, bucket_counts, strict=True):
+        if n:
+            value.inc(n)
+    histogram._sum.inc(total)
 
 
 class ServerMetrics:
@@ -33,6 +49,13 @@ class ServerMetrics:
             "Server time per request (per message for streams).",
             ["rpc"],
             buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.direct_answers = Counter(
+            "credit_scoring_direct_answers",
+            "Calls the native front end answered itself, without Python (included in "
+            "credit_scoring_requests_total).",
+            ["rpc"],
             registry=self.registry,
         )
         self.applicants = Counter(

@@ -85,6 +85,13 @@ class ServerSettings(BaseSettings):
     """Where predictions and outcomes are logged; default ``<state_dir>/evaluation``."""
     log_predictions: bool = True
     """Record every prediction (served and shadow) in the evaluation log for ``compare``."""
+    native_front_end: bool = True
+    """Each worker serves the gRPC port with the native front end (Rust, its own threads): it
+    answers ``Score`` / ``ScoreBatch`` calls that need only the request's features itself and
+    passes every other call to the worker's grpc.aio server on a private Unix socket. False: the
+    grpc.aio server listens on the port itself (every call through Python)."""
+    front_end_threads: int = Field(1, ge=1)
+    """Threads of each worker's native front end."""
     shutdown_grace_seconds: float = Field(5.0, ge=0)
     """On SIGTERM: time in-flight calls get to finish."""
     base_score: float = _POLICY.base_score

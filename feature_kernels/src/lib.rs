@@ -9,11 +9,13 @@
 
 pub mod ensemble;
 pub mod error;
+mod front;
 pub mod kernels;
 pub mod plan;
 mod wire;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use numpy::ndarray::Array2;
 use numpy::{
@@ -200,7 +202,7 @@ fn eval_raw(plan: &Plan, raw: RawRow, scratch: &mut [f64], out: &mut [f32]) -> V
 /// (`feature_kernels.FeatureSpec.plan_json()`).
 #[pyclass(module = "feature_kernels._core", name = "FeaturePlan", frozen)]
 struct FeaturePlan {
-    plan: Plan,
+    plan: Arc<Plan>,
 }
 
 #[pymethods]
@@ -208,7 +210,9 @@ impl FeaturePlan {
     #[new]
     fn new(py: Python<'_>, plan_json: &str) -> PyResult<Self> {
         Plan::from_json(plan_json)
-            .map(|plan| Self { plan })
+            .map(|plan| Self {
+                plan: Arc::new(plan),
+            })
             .map_err(|e| to_py_err(py, e))
     }
 
@@ -467,7 +471,7 @@ fn columns_eval(
 /// coefficients computed once, here. Both release the GIL.
 #[pyclass(module = "feature_kernels._core", name = "TreeEnsemble", frozen)]
 struct PyTreeEnsemble {
-    inner: TreeEnsemble,
+    inner: Arc<TreeEnsemble>,
 }
 
 /// The rows of a C-contiguous float32 `[n, m]` array, as one slice.
@@ -488,7 +492,9 @@ impl PyTreeEnsemble {
     #[staticmethod]
     fn from_json(py: Python<'_>, text: &str) -> PyResult<Self> {
         py.detach(|| TreeEnsemble::from_json(text))
-            .map(|inner| Self { inner })
+            .map(|inner| Self {
+                inner: Arc::new(inner),
+            })
             .map_err(|e| to_py_err(py, e))
     }
 
@@ -582,6 +588,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyTreeEnsemble>()?;
     m.add_function(wrap_pyfunction!(input_kinds, m)?)?;
     m.add_function(wrap_pyfunction!(wire::encode_score_responses, m)?)?;
+    m.add_function(wrap_pyfunction!(front::prediction_log_line, m)?)?;
+    m.add_class::<front::FrontEnd>()?;
     m.add("FeatureError", m.py().get_type::<FeatureError>())?;
     m.add("PlanError", m.py().get_type::<PlanError>())?;
     m.add("ModelFormatError", m.py().get_type::<ModelFormatError>())?;

@@ -620,6 +620,13 @@ fn put_double(out: &mut Vec<u8>, field: u8, v: f64) {
     }
 }
 
+/// A length-delimited field: tag, length, `body`.
+pub fn put_len_field(out: &mut Vec<u8>, field: u8, body: &[u8]) {
+    out.push((field << 3) | LEN);
+    put_varint(out, body.len() as u64);
+    out.extend_from_slice(body);
+}
+
 /// One `ScoreResponse` (fields 1..5) appended to `out`; `model` is the encoded `ModelRef` body.
 pub fn encode_response(
     out: &mut Vec<u8>,
@@ -634,9 +641,7 @@ pub fn encode_response(
     put_int32(out, 3, score);
     put_int32(out, 4, decision);
     // The model is always set (the server always names it), so it is written even when empty.
-    out.push((5 << 3) | LEN);
-    put_varint(out, model.len() as u64);
-    out.extend_from_slice(model);
+    put_len_field(out, 5, model);
 }
 
 /// The body of a `ModelRef`.
@@ -689,9 +694,7 @@ pub fn encode_score_responses<'py>(
         if batch {
             one.clear();
             encode_response(&mut one, id, pd[i], score[i], decision[i], &model);
-            out.push((1 << 3) | LEN);
-            put_varint(&mut out, one.len() as u64);
-            out.extend_from_slice(&one);
+            put_len_field(&mut out, 1, &one);
         } else {
             encode_response(&mut out, id, pd[i], score[i], decision[i], &model);
         }

@@ -31,6 +31,7 @@ __all__ = [
     "parse",
     "to_domain",
     "to_pb",
+    "variant_code",
 ]
 
 _DECISION = {
@@ -50,6 +51,11 @@ _M = TypeVar("_M", bound=Message)
 _DECISION_CODES = np.array(
     [_DECISION[d] for d in DECISIONS], dtype=np.int32
 )  # ScoringPolicy.decision_codes -> wire enum
+
+
+def variant_code(variant: str) -> pb.Variant:
+    """The ``credit.scoring.v1.Variant`` number of a variant name."""
+    return _VARIANT.get(variant, pb.VARIANT_UNSPECIFIED)
 
 
 def parse(message_type: type[_M], data: bytes) -> _M:
@@ -88,7 +94,7 @@ def encode_scored(scored: ScoredBatch, *, batch: bool) -> bytes:
         _DECISION_CODES[scored.decision],
         m.name,
         m.version,
-        _VARIANT.get(m.variant, pb.VARIANT_UNSPECIFIED),
+        variant_code(m.variant),
         batch,
     )
 
@@ -117,7 +123,7 @@ def model_ref_to_pb(ref: ModelRef) -> pb.ModelRef:
     return pb.ModelRef(
         name=ref.name,
         version=ref.version,
-        variant=_VARIANT.get(ref.variant, pb.VARIANT_UNSPECIFIED),
+        variant=variant_code(ref.variant),
     )
 
 

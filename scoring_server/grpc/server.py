@@ -52,9 +52,13 @@ class GrpcServer:
 
 
 async def create_server(
-    settings: ServerSettings, service: ScoringService, metrics: ServerMetrics
+    settings: ServerSettings,
+    service: ScoringService,
+    metrics: ServerMetrics,
+    address: str | None = None,
 ) -> GrpcServer:
-    """A server with every service added, bound but not started."""
+    """A server with every service added, bound but not started: on ``address`` (the native
+    front end's private backend socket), else on the public ``host:grpc_port``."""
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
@@ -85,7 +89,8 @@ async def create_server(
         ),
         server,
     )
-    port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+    address = address or f"{settings.host}:{settings.grpc_port}"
+    port = server.add_insecure_port(address)
     if port == 0:
-        raise OSError(f"cannot bind gRPC on {settings.host}:{settings.grpc_port}")
+        raise OSError(f"cannot bind gRPC on {address}")
     return GrpcServer(server, port, state)

@@ -447,3 +447,53 @@ def test_prediction_lines_are_what_json_dumps_writes(
     record = PredictionRecord(ts, ids[0], applicant, ids[1], variant, ids[2], pd, served)  # type: ignore[arg-type]
     fields = {name: getattr(record, name) for name in record.__slots__}
     assert _encode(record) == json.dumps(fields, separators=(",", ":")).encode() + b"\n"
+
+
+_UTF8 = st.text(alphabet=st.characters(exclude_categories=("Cs",)))
+"""Strings that can travel in protobuf (valid UTF-8: no lone surrogates)."""
+
+
+@given(
+    ts=st.floats(0, 4e9, allow_nan=False),
+    ids=st.lists(_UTF8.filter(bool), min_size=3, max_size=3),
+    applicant=_UTF8,
+    pd=st.floats(0, 1) | st.sampled_from([0.0, 1e-5, 1.5e-7, 5e-324, 0.0001, 1.0]),
+    variant=st.sampled_from(["champion", "challenger"]),
+)
+def test_front_end_lines_are_the_log_format(
+    ts: float, ids: list[str], applicant: str, pd: float, variant: str
+) -> None:
+    """The native front end writes served predictions byte for byte as ``_encode`` does."""
+    from feature_kernels import prediction_log_line
+
+    record = PredictionRecord(ts, ids[0], applicant, ids[1], variant, ids[2], pd, True)  # type: ignore[arg-type]
+    assert prediction_log_line(ts, ids[0], applicant, ids[1], variant, ids[2], pd) == _encode(
+        record
+    )
+
+
+def test_encoded_lines_mix_with_records_and_survive_failures(tmp_path: Path) -> None:
+    blocked = tmp_path / "ev"
+    blocked.write_text("a file where the log directory should be")
+    w = EvaluationLog(blocked).predictions_writer(
+        flush_records=30, max_pending=30, flush_seconds=60
+    )
+    w.write([_pred("r0"), _pred("r1")])
+    w.write_encoded(b"".join(_encode(_pred(f"e{i}")) for i in range(3)), 3)
+    w.write([_pred("r2")])
+    with pytest.raises(ValueError, match="expected 2 whole lines"):
+        w.write_encoded(_encode(_pred("bad")), 2)
+    with pytest.raises(ValueError, match="whole lines"):
+        w.write_encoded(_encode(_pred("torn"))[:-1], 0)
+    with pytest.raises(EvaluationLogError, match="after 0 of 6 records"):
+        w.flush()
+    # 6 waiting + 25 encoded > 30: the block is dropped whole, and counted.
+    w.write_encoded(b"".join(_encode(_pred(f"x{i}")) for i in range(25)), 25)
+    assert w.dropped == 25
+    w.write_encoded(b"".join(_encode(_pred(f"y{i}")) for i in range(24)), 24)
+    assert w.dropped == 25
+    blocked.unlink()
+    w.close()
+    got = EvaluationLog(blocked).read_predictions()["request_id"].to_list()
+    assert got == ["r0", "r1", "e0", "e1", "e2", "r2"] + [f"y{i}" for i in range(24)]
+    assert w.written == 30

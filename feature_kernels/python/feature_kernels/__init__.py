@@ -8,12 +8,15 @@ itself: margins and exact TreeSHAP contributions.
 
 from feature_kernels._core import (
     FeatureError,
+    FeaturePlan,
+    FrontEnd,
     ModelFormatError,
     PlanError,
     TreeEnsemble,
     __version__,
     build_profile,
     encode_score_responses,
+    prediction_log_line,
 )
 from feature_kernels.pipeline import FeaturePipeline, Violation, feature_error_violations
 from feature_kernels.spec import (
@@ -37,7 +40,9 @@ __all__ = [
     "FeatureDef",
     "FeatureError",
     "FeaturePipeline",
+    "FeaturePlan",
     "FeatureSpec",
+    "FrontEnd",
     "HistoryTable",
     "InputDef",
     "ModelFormatError",
@@ -52,4 +57,5 @@ __all__ = [
     "feature_error_violations",
     "load_spec",
     "parse_spec",
+    "prediction_log_line",
 ]

@@ -92,3 +92,60 @@ class TreeEnsemble:
     def shap_method_counts(self) -> tuple[int, int]: ...
     def predict_margin(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]: ...
     def shap(self, x: npt.NDArray[np.float32]) -> tuple[float, npt.NDArray[np.float64]]: ...
+
+def prediction_log_line(
+    ts: float,
+    request_id: str,
+    applicant_id: str,
+    model_name: str,
+    variant: str,
+    model_version: str,
+    pd: float,
+) -> bytes:
+    """One evaluation-log line as the front end writes it (``credit_core.evaluation``'s format)."""
+
+@final
+class FrontEnd:
+    """The native gRPC front end of a serving worker: answers ``Score`` / ``ScoreBatch``
+    directly where it can and passes everything else to the Python server on the abstract Unix
+    socket ``backend``; runs on its own threads."""
+
+    def __init__(
+        self,
+        *,
+        backend: str,
+        max_message_bytes: int,
+        log_predictions: bool,
+        latency_bounds: list[float],
+        threads: int = 1,
+    ) -> None: ...
+    def start(self, host: str, port: int) -> int: ...
+    @property
+    def port(self) -> int: ...
+    def serve_directly(
+        self,
+        plan: FeaturePlan,
+        ensemble: TreeEnsemble,
+        *,
+        model_name: str,
+        model_version: str,
+        variant: str,
+        variant_code: int,
+        offset: float,
+        factor: float,
+        approve_below: float,
+        decline_from: float,
+        max_batch: int,
+    ) -> None: ...
+    def serve_nothing_directly(self) -> None: ...
+    @property
+    def serving_directly(self) -> bool: ...
+    def drain(
+        self, timeout: float
+    ) -> tuple[
+        bytes,
+        int,
+        list[tuple[str, str, int, list[int], float]],
+        list[tuple[str, str, int]],
+    ]: ...
+    def stop(self, grace: float) -> None: ...

@@ -58,6 +58,11 @@ class FeaturePipeline:
         self.categorical_inputs: list[str] = categorical
 
     @property
+    def plan(self) -> FeaturePlan:
+        """The compiled plan (the native front end evaluates it without Python)."""
+        return self._plan
+
+    @property
     def schema_hash(self) -> str:
         """sha256 of the canonical plan; stored with every model trained on this spec."""
         return self._plan.schema_hash
