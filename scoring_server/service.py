@@ -60,6 +60,8 @@ class ScoringRequest:
     numeric: Mapping[str, float]
     categorical: Mapping[str, str]
     explain: bool = False
+    numeric_values: Sequence[float] = ()
+    """The numeric inputs as one vector (``Applicant.numeric_values``), instead of ``numeric``."""
 
 
 @dataclass(slots=True)
@@ -126,6 +128,31 @@ def _by_model(
         models[id(m)] = m
     for key, idx in groups.items():
         yield models[key], idx
+
+
+def _numeric_inputs(
+    model: LoadedModel, request: ScoringRequest
+) -> tuple[Mapping[str, float], list[tuple[str, str]]]:
+    """The request's numeric inputs by name, from ``numeric`` or from ``numeric_values`` (the
+    rule the native decoder applies too: ``dense_violation`` in ``feature_kernels``)."""
+    values = request.numeric_values
+    if not values:
+        return request.numeric, []
+    field = "applicant.numeric_values"
+    if request.numeric:
+        return request.numeric, [
+            (field, "send the numeric inputs in `numeric` or in `numeric_values`, not both")
+        ]
+    names = model.pipeline.numeric_inputs
+    if len(values) != len(names):
+        return request.numeric, [
+            (
+                field,
+                f"expected {len(names)} values (the numeric inputs in GetModelInfo order), "
+                f"got {len(values)}",
+            )
+        ]
+    return {n: v for n, v in zip(names, values, strict=True) if not math.isnan(v)}, []
 
 
 def _violation_order(v: tuple[str, str]) -> int:
@@ -513,7 +540,11 @@ class ScoringService:
         """Merge the feature store's values for each applicant (one round trip for all)."""
         lookup = model.entity
         if lookup is None:
-            return [_Prepared(r.numeric, r.categorical) for r in requests]
+            return [
+                _Prepared(numeric, r.categorical, violations=bad)
+                for r in requests
+                for numeric, bad in (_numeric_inputs(model, r),)
+            ]
         ids = list(dict.fromkeys(r.applicant_id for r in requests if r.applicant_id))
         degraded = False
         found: dict[str, dict[str, float | str] | None] = {}
@@ -530,7 +561,10 @@ class ScoringService:
                 log.warning("feature store failed, scoring degraded: %s", e)
             finally:
                 self.metrics.store_latency.observe(time.perf_counter() - started)
-        return [_merge(lookup, r, found.get(r.applicant_id), degraded) for r in requests]
+        return [
+            _merge(lookup, r, found.get(r.applicant_id), degraded, _numeric_inputs(model, r))
+            for r in requests
+        ]
 
     def _validate(
         self,
@@ -578,11 +612,15 @@ def _merge(
     request: ScoringRequest,
     stored: Mapping[str, float | str] | None,
     degraded: bool,
+    numeric_sent: tuple[Mapping[str, float], list[tuple[str, str]]] | None = None,
 ) -> _Prepared:
-    """Stored values fill the entity inputs; a request may set one only where the spec allows."""
-    numeric = dict(request.numeric)
+    """Stored values fill the entity inputs; a request may set one only where the spec allows.
+    ``numeric_sent``: the request's numeric inputs and their violations (``_numeric_inputs``;
+    default: its ``numeric`` map)."""
+    given, violations = numeric_sent or (request.numeric, [])
+    numeric = dict(given)
     categorical = dict(request.categorical)
-    violations: list[tuple[str, str]] = []
+    violations = list(violations)
     if not request.applicant_id:
         violations.append(
             ("applicant.applicant_id", "required: this model looks up features by applicant id")

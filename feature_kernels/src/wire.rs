@@ -286,6 +286,10 @@ struct RowBuilder {
     row: RawRow,
     numeric_bad: Vec<Violation>,
     categorical_bad: Vec<Violation>,
+    /// Whether the numeric map had any entry (known or not).
+    numeric_sent: bool,
+    /// `numeric_values`, every occurrence appended (repeated fields concatenate on merge).
+    dense: Vec<f64>,
 }
 
 impl RowBuilder {
@@ -299,10 +303,13 @@ impl RowBuilder {
             },
             numeric_bad: Vec::new(),
             categorical_bad: Vec::new(),
+            numeric_sent: false,
+            dense: Vec::new(),
         }
     }
 
     fn numeric(&mut self, inputs: &Inputs<'_>, key: &str, value: f64) {
+        self.numeric_sent = true;
         match inputs.by_name.get(key) {
             Some(InputSlot::Numeric(i)) => self.row.numeric[*i] = Some(value),
             slot => {
@@ -354,12 +361,46 @@ impl RowBuilder {
     fn finish(self) -> RawRow {
         let Self {
             mut row,
-            mut numeric_bad,
+            numeric_bad,
             categorical_bad,
+            numeric_sent,
+            dense,
         } = self;
-        numeric_bad.extend(categorical_bad);
-        row.violations = numeric_bad;
+        let mut violations = Vec::new();
+        if !dense.is_empty() {
+            match dense_violation(numeric_sent, dense.len(), row.numeric.len()) {
+                Some(v) => violations.push(v),
+                None => {
+                    for (slot, v) in row.numeric.iter_mut().zip(dense) {
+                        *slot = (!v.is_nan()).then_some(v);
+                    }
+                }
+            }
+        }
+        violations.extend(numeric_bad);
+        violations.extend(categorical_bad);
+        row.violations = violations;
         row
+    }
+}
+
+/// What is wrong with an applicant's `numeric_values` (`n` of them, `expected` wanted), if
+/// anything; the same rule as `scoring_server.service`'s for requests read by protobuf.
+fn dense_violation(numeric_sent: bool, n: usize, expected: usize) -> Option<Violation> {
+    if numeric_sent {
+        Some(Violation::new(
+            "numeric_values",
+            "send the numeric inputs in `numeric` or in `numeric_values`, not both",
+        ))
+    } else if n != expected {
+        Some(Violation::new(
+            "numeric_values",
+            format!(
+                "expected {expected} values (the numeric inputs in GetModelInfo order), got {n}"
+            ),
+        ))
+    } else {
+        None
     }
 }
 
@@ -416,6 +457,23 @@ fn categorical_entry<'a>(r: &mut Reader<'a>) -> WireResult<Option<(&'a str, &'a 
     Ok((!unknown).then_some((key, value)))
 }
 
+/// A packed `repeated double`, appended to `out`.
+fn packed_doubles(r: &mut Reader<'_>, out: &mut Vec<f64>) -> WireResult<()> {
+    let mut body = r.delimited()?;
+    let len = body.end - body.pos;
+    if len % 8 != 0 {
+        return Err(WireError::new(
+            body.pos,
+            format!("packed doubles: {len} bytes is not a multiple of 8"),
+        ));
+    }
+    out.reserve(len / 8);
+    while !body.done() {
+        out.push(body.double()?);
+    }
+    Ok(())
+}
+
 /// `Applicant`, merged into `applicant_id` and `row` (an occurrence merges into earlier ones).
 fn applicant<'a>(
     inputs: &Inputs<'_>,
@@ -448,6 +506,11 @@ fn applicant<'a>(
                 if let Some((k, v)) = entry {
                     row.categorical(inputs, k, v);
                 }
+            }
+            (4, I64) => row.dense.push(r.double()?),
+            (4, wt) => {
+                r.expect(4, wt, LEN)?;
+                packed_doubles(r, &mut row.dense).map_err(|e| e.within("numeric_values"))?;
             }
             (_, wt) => r.skip(wt)?,
         }

@@ -107,6 +107,7 @@ def to_domain(request: pb.ScoreRequest) -> ScoringRequest:
         numeric=dict(a.numeric),
         categorical=dict(a.categorical),
         explain=request.explain,
+        numeric_values=tuple(a.numeric_values),
     )
 
 

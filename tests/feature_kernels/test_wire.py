@@ -268,7 +268,7 @@ def score_request(draw: st.DrawFn, m: Model) -> tuple[bytes, Expected]:
             a = draw(ids)
             pieces.append(("id", a, ld(1, utf8(a))))
         else:
-            pieces.append(("unk", None, draw(unknown_fields(4))))
+            pieces.append(("unk", None, draw(unknown_fields(5))))
     pieces = draw(st.permutations(pieces)) if draw(st.booleans()) else pieces
     # Split the applicant over 0..3 occurrences (0 only when it has nothing in it).
     n_chunks = draw(st.integers(0 if not pieces else 1, 3))
@@ -692,3 +692,42 @@ def test_encode_rejects_bad_shapes() -> None:
     with pytest.raises(TypeError):
         encode_score_responses(["a", "b"], f, i.astype(np.int64), i, "m", "1", 1, True)
     assert encode_score_responses([], np.zeros(0), i[:0], i[:0], "m", "1", 1, True) == b""
+
+
+@pytest.mark.parametrize("spec", SPECS)
+@FAST
+@given(data=st.data())
+def test_numeric_values_decode_as_the_service_reads_them(spec: str, data: st.DataObject) -> None:
+    """``Applicant.numeric_values`` (packed, as protobuf writes it, or one tagged double each,
+    which protobuf also accepts) decodes to the row and the violations the protobuf path gets
+    from ``scoring_server.service._numeric_inputs`` + the dict path."""
+    from types import SimpleNamespace
+
+    from scoring_server.service import ScoringRequest, _numeric_inputs
+
+    m = model(spec)
+    n = len(m.numeric)
+    size = data.draw(st.sampled_from([n, n, n, n - 1, n + 1, 1]))
+    values = data.draw(st.lists(numeric_values(m) | st.just(NAN), min_size=size, max_size=size))
+    numeric = data.draw(st.dictionaries(numeric_keys(m), numeric_values(m), max_size=2))
+    categorical = data.draw(st.dictionaries(categorical_keys(m), categorical_values(m), max_size=3))
+    applicant = pb.Applicant(
+        applicant_id="a", numeric=numeric, categorical=categorical, numeric_values=values
+    )
+    packed = pb.ScoreRequest(request_id="r", applicant=applicant).SerializeToString()
+    body = ld(1, b"a") + b"".join(double(4, v) for v in values)
+    body += pb.Applicant(numeric=numeric, categorical=categorical).SerializeToString()
+    unpacked = ld(1, b"r") + ld(2, body)
+    assert pb.ScoreRequest.FromString(unpacked) == pb.ScoreRequest.FromString(packed)
+
+    request = ScoringRequest("r", "a", dict(numeric), dict(categorical), False, tuple(values))
+    resolved, bad = _numeric_inputs(SimpleNamespace(pipeline=m.pipeline), request)  # type: ignore[arg-type]
+    ref_matrix, (ref_violations,) = reference(m, [(dict(resolved), dict(categorical))])
+    expected = [(f.removeprefix("applicant."), d) for f, d in bad] + ref_violations
+    for raw in (packed, unpacked):
+        _, _, _, matrix, (violations,) = m.decode(raw, batch=False)
+        assert same_matrix(matrix, ref_matrix) or bad
+        if len(numeric) + len(categorical) <= 1:  # else map-level ones: upb hash order
+            assert violations == expected
+        else:
+            assert Counter(violations) == Counter(expected)

@@ -13,8 +13,9 @@ import grpc
 import pytest
 
 from credit_core.evaluation import EvaluationLog
+from feature_kernels import FeaturePipeline, load_spec
 from scoring_server.grpc._proto import scoring_pb2 as pb
-from tests.conftest import ServerProcess, TrainedModel, start_server
+from tests.conftest import GMSC_SPEC, ServerProcess, TrainedModel, start_server
 from tests.scoring_server.test_explain_e2e import gmsc_requests
 from tests.scoring_server.test_grpc_e2e import request
 from tests.scoring_server.test_workers import metric
@@ -56,12 +57,27 @@ def _batch(*requests: pb.ScoreRequest) -> bytes:
     return pb.ScoreBatchRequest(requests=requests).SerializeToString()
 
 
+def _dense(r: pb.ScoreRequest, extra: int = 0) -> pb.ScoreRequest:
+    """``r`` with its numeric inputs as ``numeric_values`` (``extra`` values too many)."""
+    order = FeaturePipeline(load_spec(GMSC_SPEC)).numeric_inputs
+    out = pb.ScoreRequest()
+    out.CopyFrom(r)
+    out.applicant.ClearField("numeric")
+    out.applicant.numeric_values.extend(r.applicant.numeric.get(n, float("nan")) for n in order)
+    out.applicant.numeric_values.extend([1.0] * extra)
+    return out
+
+
 def _cases() -> list[tuple[str, str, bytes]]:
     good, _ = gmsc_requests(explain=False)
     explained, _ = gmsc_requests(explain=True)
     huge = request("huge")
     huge.applicant.categorical["padding"] = "x" * 70_000
     return [
+        ("numeric values", SCORE, _dense(good[6]).SerializeToString()),
+        ("numeric values in a batch", BATCH, _batch(*(_dense(r) for r in good[7:40]))),
+        ("numeric values, one too many", SCORE, _dense(good[8], extra=1).SerializeToString()),
+        ("numeric values, out of range", SCORE, _dense(request("o", age=-1)).SerializeToString()),
         ("one good", SCORE, good[0].SerializeToString()),
         ("one good, no applicant id", SCORE, request("n", monthly_income=None).SerializeToString()),
         ("a good batch", BATCH, _batch(*good[:50])),

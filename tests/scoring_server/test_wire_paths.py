@@ -88,3 +88,64 @@ def test_malformed_bytes_are_invalid_argument(channel: grpc.Channel) -> None:
             status = rpc_status.from_call(info.value)
             assert status is not None
             assert list(violations_of(status)) == ["request"]
+
+
+def _numeric_order(stub: pb_grpc.ScoringStub) -> list[str]:
+    info = stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=5).models[0]
+    return [i.name for i in info.inputs if i.type != pb.INPUT_TYPE_CATEGORICAL]
+
+
+def _dense(r: pb.ScoreRequest, order: list[str], *, explain: bool | None = None) -> pb.ScoreRequest:
+    """``r`` with its numeric map sent as ``numeric_values`` (NaN where it has no value)."""
+    out = pb.ScoreRequest()
+    out.CopyFrom(r)
+    out.applicant.ClearField("numeric")
+    out.applicant.numeric_values.extend(r.applicant.numeric.get(n, float("nan")) for n in order)
+    if explain is not None:
+        out.explain = explain
+    return out
+
+
+def test_numeric_values_answer_as_the_map_does(channel: grpc.Channel) -> None:
+    stub = pb_grpc.ScoringStub(channel)
+    order = _numeric_order(stub)
+    native, _ = gmsc_requests(explain=False)
+    assert any(len(r.applicant.numeric) < len(order) for r in native[:40])  # some NaN below
+    for r in native[:40]:
+        by_map = stub.Score(r, timeout=5)
+        assert stub.Score(_dense(r, order), timeout=5) == by_map
+        explained = stub.Score(_dense(r, order, explain=True), timeout=5)
+        assert _without_explanation(explained) == by_map
+    dense = [_dense(r, order) for r in native[:50]]
+    assert stub.ScoreBatch(pb.ScoreBatchRequest(requests=dense), timeout=5) == stub.ScoreBatch(
+        pb.ScoreBatchRequest(requests=native[:50]), timeout=5
+    )
+
+
+def test_numeric_values_errors_on_both_paths(channel: grpc.Channel) -> None:
+    stub = pb_grpc.ScoringStub(channel)
+    order = _numeric_order(stub)
+    good = request("d")
+    short = _dense(good, order)
+    del short.applicant.numeric_values[-1]
+    both = _dense(good, order)
+    both.applicant.numeric["age"] = 40.0
+    out_of_range = _dense(request("d", age=-3.0, debt_ratio=float("inf")), order)
+    missing = _dense(request("d", age=None), order)
+    cases = {
+        "short": (short, {"applicant.numeric_values"}),
+        "both": (both, {"applicant.numeric_values"}),
+        "range": (out_of_range, {"applicant.numeric.age", "applicant.numeric.debt_ratio"}),
+        "missing": (missing, {"applicant.numeric.age"}),
+    }
+    for name, (bad, fields) in cases.items():
+        native = _violations(lambda b=bad: stub.Score(b, timeout=5))
+        explained = pb.ScoreRequest()
+        explained.CopyFrom(bad)
+        explained.explain = True
+        assert _violations(lambda e=explained: stub.Score(e, timeout=5)) == native, name
+        assert fields <= set(native), (name, native)
+    assert (
+        "expected 10 values"
+        in _violations(lambda: stub.Score(short, timeout=5))["applicant.numeric_values"]
+    )

@@ -40,7 +40,7 @@ INPUT_TYPE_INTEGER: InputType
 INPUT_TYPE_CATEGORICAL: InputType
 
 class Applicant(_message.Message):
-    __slots__ = ("applicant_id", "numeric", "categorical")
+    __slots__ = ("applicant_id", "numeric", "categorical", "numeric_values")
     class NumericEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -58,10 +58,12 @@ class Applicant(_message.Message):
     APPLICANT_ID_FIELD_NUMBER: _ClassVar[int]
     NUMERIC_FIELD_NUMBER: _ClassVar[int]
     CATEGORICAL_FIELD_NUMBER: _ClassVar[int]
+    NUMERIC_VALUES_FIELD_NUMBER: _ClassVar[int]
     applicant_id: str
     numeric: _containers.ScalarMap[str, float]
     categorical: _containers.ScalarMap[str, str]
-    def __init__(self, applicant_id: _Optional[str] = ..., numeric: _Optional[_Mapping[str, float]] = ..., categorical: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    numeric_values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, applicant_id: _Optional[str] = ..., numeric: _Optional[_Mapping[str, float]] = ..., categorical: _Optional[_Mapping[str, str]] = ..., numeric_values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ScoreRequest(_message.Message):
     __slots__ = ("request_id", "applicant", "explain")
