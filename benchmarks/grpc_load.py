@@ -72,6 +72,20 @@ SCENARIOS = (
         "infer-64.bin",
     ),
     Scenario(
+        "unary, 1 applicant as numeric_values, c=16",
+        16,
+        1,
+        (f"{SCORING}/Score", "score-1-values.json"),
+        "infer-1.json",
+    ),
+    Scenario(
+        "64 applicants per call as numeric_values, c=16",
+        16,
+        64,
+        (f"{SCORING}/ScoreBatch", "score-batch-64-values.bin"),
+        "infer-64.bin",
+    ),
+    Scenario(
         "stream, 1 applicant per message, 16 streams",
         16,
         256,
@@ -259,6 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, message in (
         ("score-1.json", pb.ScoreRequest),
         ("score-batch-64.json", pb.ScoreBatchRequest),
+        ("score-1-values.json", pb.ScoreRequest),
+        ("score-batch-64-values.json", pb.ScoreBatchRequest),
         ("infer-1.json", oip_request),
         ("infer-64.json", oip_request),
     ):

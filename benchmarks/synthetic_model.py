@@ -221,27 +221,34 @@ def _number(v: np.float32) -> float:
     return float(str(v))
 
 
-def score_requests(rows: npt.NDArray[np.float32], prefix: str = "bench") -> list[dict[str, Any]]:
+def score_requests(
+    rows: npt.NDArray[np.float32], prefix: str = "bench", *, values: bool = False
+) -> list[dict[str, Any]]:
     """``credit.scoring.v1.ScoreRequest`` messages (proto JSON), one per row; a missing value
-    (NaN) is left out of the applicant's ``numeric`` map."""
+    (NaN) is left out of the applicant's ``numeric`` map. ``values``: the row goes in
+    ``numeric_values`` instead (every input is numeric, in spec order; NaN as proto JSON's
+    ``"NaN"``)."""
     out = []
     for i, row in enumerate(rows):
-        numeric = {n: _number(v) for n, v in zip(FEATURE_NAMES, row, strict=True) if v == v}
-        out.append(
-            {
-                "request_id": f"{prefix}-{i}",
-                "applicant": {"applicant_id": f"applicant-{i}", "numeric": numeric},
+        applicant: dict[str, Any] = {"applicant_id": f"applicant-{i}"}
+        if values:
+            applicant["numeric_values"] = [_number(v) if v == v else "NaN" for v in row]
+        else:
+            applicant["numeric"] = {
+                n: _number(v) for n, v in zip(FEATURE_NAMES, row, strict=True) if v == v
             }
-        )
+        out.append({"request_id": f"{prefix}-{i}", "applicant": applicant})
     return out
 
 
-def score_batch_requests(rows: npt.NDArray[np.float32], batch: int) -> list[dict[str, Any]]:
+def score_batch_requests(
+    rows: npt.NDArray[np.float32], batch: int, *, values: bool = False
+) -> list[dict[str, Any]]:
     """``ScoreBatchRequest`` messages of ``batch`` applicants each (``len(rows)`` must divide)."""
     if batch < 1 or len(rows) % batch:
         raise ValueError(f"{len(rows)} rows do not split into batches of {batch}")
     return [
-        {"requests": score_requests(rows[i : i + batch], prefix=f"bench-{i // batch}")}
+        {"requests": score_requests(rows[i : i + batch], f"bench-{i // batch}", values=values)}
         for i in range(0, len(rows), batch)
     ]
 
@@ -251,13 +258,17 @@ def write_score_bodies(
 ) -> dict[str, Path]:
     """ghz ``--data-file`` bodies for our proto: a JSON array of messages that ghz sends in
     turn (round robin). ``score-1.json``: ``Score``, one applicant per call;
-    ``score-batch-<batch>.json``: ``ScoreBatch``, ``batch`` applicants per call. The rows are
-    ``request_rows``: the first ``single_messages`` / ``batch * batch_messages`` of them."""
+    ``score-batch-<batch>.json``: ``ScoreBatch``, ``batch`` applicants per call; the
+    ``-values`` twins send the same rows as ``numeric_values``. The rows are ``request_rows``:
+    the first ``single_messages`` / ``batch * batch_messages`` of them."""
     dst.mkdir(parents=True, exist_ok=True)
     rows = request_rows(max(single_messages, batch * batch_messages))
+    singles, batches = rows[:single_messages], rows[: batch * batch_messages]
     bodies = {
-        "score-1.json": score_requests(rows[:single_messages]),
-        f"score-batch-{batch}.json": score_batch_requests(rows[: batch * batch_messages], batch),
+        "score-1.json": score_requests(singles),
+        f"score-batch-{batch}.json": score_batch_requests(batches, batch),
+        "score-1-values.json": score_requests(singles, values=True),
+        f"score-batch-{batch}-values.json": score_batch_requests(batches, batch, values=True),
     }
     paths = {}
     for name, body in bodies.items():

@@ -140,6 +140,30 @@ def test_score_bodies_are_our_proto_and_carry_the_rows(tmp_path: Path) -> None:
                 if v == v:
                     assert np.float32(r.applicant.numeric[name]) == v
 
+    for name, count in (("score-1-values.json", 8), ("score-batch-4-values.json", 3)):
+        messages = _no_bare_nan(paths[name].read_text())
+        assert len(messages) == count
+        by_map = json.loads(paths[name.replace("-values", "")].read_text())
+        for with_values, with_map in zip(messages, by_map, strict=True):
+            kind = scoring_pb2.ScoreBatchRequest if "batch" in name else scoring_pb2.ScoreRequest
+            dense = json_format.ParseDict(with_values, kind())
+            expected = json_format.ParseDict(with_map, kind())
+            for d, e in zip(
+                getattr(dense, "requests", [dense]),
+                getattr(expected, "requests", [expected]),
+                strict=True,
+            ):
+                assert (d.request_id, d.applicant.applicant_id) == (
+                    e.request_id,
+                    e.applicant.applicant_id,
+                )
+                assert not d.applicant.numeric
+                values = [float(np.float32(v)) for v in d.applicant.numeric_values]
+                assert len(values) == len(FEATURE_NAMES) == len(pipeline.numeric_inputs)
+                assert {
+                    n: v for n, v in zip(pipeline.numeric_inputs, values, strict=True) if v == v
+                } == {n: float(np.float32(v)) for n, v in e.applicant.numeric.items()}
+
 
 def test_infer_bodies_are_one_fp32_tensor_of_the_rows(tmp_path: Path) -> None:
     assert INFER_CALL == "inference.GRPCInferenceService/ModelInfer"
