@@ -7,7 +7,8 @@ Both servers serve the synthetic benchmark model (400 trees, depth 6, 40 feature
 cores. Scenarios alternate between the two servers: unary at c=1/16/64 (one applicant per call),
 64 applicants per call at c=16 (our ``ScoreBatch``, MLServer's ``ModelInfer`` on a [64, 40]
 tensor), and our ``ScoreStream`` (one applicant per message, 256 messages per stream; MLServer's
-XGBoost runtime has no streaming). Every figure of a table comes from one run of this command.
+XGBoost runtime has no streaming), and the unary and batch calls again with the applicants as
+``numeric_values`` vectors. Every figure of a table comes from one run of this command.
 """
 
 from __future__ import annotations
@@ -410,7 +411,10 @@ def _report(
         "`altscore-bench` for altscore and saved as `model.json` for MLServer.",
         "",
         f"altscore: `python -m scoring_server`, {ns.workers or cores} worker processes on one "
-        "SO_REUSEPORT port, default settings (prediction logging on). MLServer "
+        "SO_REUSEPORT port, default settings: each worker's native front end (Rust) answers "
+        "`Score` / `ScoreBatch` itself and passes the stream to the worker's grpc.aio server; "
+        "prediction logging on. The `numeric_values` rows send the same applicants as one "
+        "packed vector each instead of the `numeric` map. MLServer "
         "1.7.1 + mlserver-xgboost 1.7.1 with its best settings here (inference in the main "
         "process: `parallel_workers: 0`, metrics off, `OMP_NUM_THREADS=1`), Open Inference "
         "Protocol gRPC `ModelInfer`, one FP32 tensor.",
@@ -427,7 +431,8 @@ def _report(
         f"(**{best_ours / best_theirs:.1f}x**)."
         if best_theirs
         else "",
-        "The ceiling of Python gRPC here, measured after the table in the same run: "
+        "The ceiling of a Python gRPC server here (what altscore's workers were before the "
+        "native front end), measured after the table in the same run: "
         f"`benchmarks.grpc_floor`, {ns.workers or cores} grpc.aio processes on one port that "
         "answer `Score` with a fixed response and do no work:",
         "",

@@ -165,17 +165,17 @@ fn eval_raw(plan: &Plan, raw: RawRow, scratch: &mut [f64], out: &mut [f32]) -> V
     let mut values = Vec::with_capacity(numeric.len());
     for (slot, input_idx) in plan.numeric_inputs.iter().enumerate() {
         let input = &plan.def.inputs[*input_idx];
-        let field = plan.field_of(input);
+        let field = plan.field_of(*input_idx);
         if numeric[slot].is_none() && misplaced.contains(&input.name) {
             values.push(f64::NAN);
             continue;
         }
-        values.push(plan.prepare_numeric(input, numeric[slot], &field, &mut violations));
+        values.push(plan.prepare_numeric(input, numeric[slot], field, &mut violations));
     }
     let mut cats = Vec::with_capacity(categorical.len());
     for (slot, input_idx) in plan.categorical_inputs.iter().enumerate() {
         let input = &plan.def.inputs[*input_idx];
-        let field = plan.field_of(input);
+        let field = plan.field_of(*input_idx);
         if categorical[slot].is_none() && misplaced.contains(&input.name) {
             cats.push(None);
             continue;
@@ -183,7 +183,7 @@ fn eval_raw(plan: &Plan, raw: RawRow, scratch: &mut [f64], out: &mut [f32]) -> V
         cats.push(plan.prepare_categorical(
             input,
             categorical[slot].as_deref(),
-            &field,
+            field,
             &mut violations,
         ));
     }

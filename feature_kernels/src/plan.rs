@@ -151,6 +151,9 @@ pub struct Plan {
     output_slots: Vec<usize>,
     pub output_names: Vec<String>,
     pub schema_hash: String,
+    /// Row-path field name of each input (`numeric.<name>` / `categorical.<name>`), made once:
+    /// the row path names a field only when it reports it, but must not format it per row.
+    fields: Vec<String>,
 }
 
 /// Validated input values of one row, ready for [`Plan::eval_row`].
@@ -312,6 +315,14 @@ impl Plan {
         let canonical =
             serde_json::to_string(&def).map_err(|e| KernelError::Plan(e.to_string()))?;
         let schema_hash = format!("{:x}", Sha256::digest(canonical.as_bytes()));
+        let fields = def
+            .inputs
+            .iter()
+            .map(|input| match input.kind {
+                InputKind::Categorical => format!("categorical.{}", input.name),
+                _ => format!("numeric.{}", input.name),
+            })
+            .collect();
         Ok(Self {
             def,
             steps,
@@ -322,6 +333,7 @@ impl Plan {
             output_slots,
             output_names,
             schema_hash,
+            fields,
         })
     }
 
@@ -335,13 +347,10 @@ impl Plan {
         self.n_slots
     }
 
-    /// Field path of an input, as the row path reports it.
+    /// Field path of input `input_idx` (an index into `def.inputs`), as the row path reports it.
     #[must_use]
-    pub fn field_of(&self, input: &InputDef) -> String {
-        match input.kind {
-            InputKind::Categorical => format!("categorical.{}", input.name),
-            _ => format!("numeric.{}", input.name),
-        }
+    pub fn field_of(&self, input_idx: usize) -> &str {
+        &self.fields[input_idx]
     }
 
     /// Check one numeric value against its input definition and apply the missing policy.
@@ -480,8 +489,7 @@ impl Plan {
         violations: &mut Vec<Violation>,
     ) {
         if policy == UnknownPolicy::Error {
-            let input = &self.def.inputs[self.categorical_inputs[c]];
-            let field = self.field_of(input);
+            let field = self.field_of(self.categorical_inputs[c]);
             if !violations.iter().any(|v| v.field == field) {
                 violations.push(Violation::new(
                     field,

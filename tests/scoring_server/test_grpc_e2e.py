@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 import urllib.request
 from collections.abc import Iterator
 
@@ -300,13 +301,19 @@ def test_metrics_scrape(server: ServerProcess, stub: pb_grpc.ScoringStub) -> Non
     stub.Score(request("metrics-ok"), timeout=5)
     with pytest.raises(grpc.RpcError):
         stub.Score(request("metrics-bad", age=1), timeout=5)
-    body = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5)
-    families = {f.name: f for f in text_string_to_metric_families(body.read().decode())}
-    counts = {
-        (s.labels["rpc"], s.labels["code"]): s.value
-        for s in families["credit_scoring_requests"].samples
-        if s.name == "credit_scoring_requests_total"
-    }
+    deadline = time.monotonic() + 5  # the native front end hands its counts over every 0.25 s
+    while True:
+        url = f"http://127.0.0.1:{server.metrics_port}/metrics"
+        body = urllib.request.urlopen(url, timeout=5)
+        families = {f.name: f for f in text_string_to_metric_families(body.read().decode())}
+        counts = {
+            (s.labels["rpc"], s.labels["code"]): s.value
+            for s in families["credit_scoring_requests"].samples
+            if s.name == "credit_scoring_requests_total"
+        }
+        if ("Score", "OK") in counts or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert counts[("Score", "OK")] >= 1
     assert counts[("Score", "INVALID_ARGUMENT")] >= 1
     hist = families["credit_scoring_request_duration_seconds"]

@@ -117,6 +117,9 @@ impl Direct {
         let len = u32::try_from(framed.len() - 5).ok()?;
         framed[1..5].copy_from_slice(&len.to_be_bytes());
         if let Some((out, ts)) = log {
+            let mut time = Vec::with_capacity(24);
+            lines::push_py_float(&mut time, ts);
+            let ts = time.as_slice();
             for ((id, applicant), pd) in ev.request_ids.iter().zip(&ev.applicant_ids).zip(&pds) {
                 lines::push_prediction(out, ts, id, applicant, &self.line_fields, *pd);
             }

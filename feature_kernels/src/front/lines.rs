@@ -2,49 +2,85 @@
 //! front end answers calls without Python, and its predictions still reach the same log, byte
 //! for byte the same as the Python path's (a hypothesis test compares the two encoders).
 
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
+
+/// A fixed buffer to format one float into, without allocating.
+struct Stack {
+    buf: [u8; 40],
+    len: usize,
+}
+
+impl fmt::Write for Stack {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len + s.len();
+        let dst = self.buf.get_mut(self.len..end).ok_or(fmt::Error)?;
+        dst.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
 
 /// `repr(x)` of a finite Python float: the shortest digits that round-trip, in fixed notation
 /// when the decimal exponent is in [-4, 16), else `d.ddde±XX`.
 pub fn push_py_float(out: &mut Vec<u8>, x: f64) {
-    let mut s = String::with_capacity(24);
     // Rust's `{:e}` gives the shortest round-trip digits: "-1.2345e-5", "0e0".
-    let _ = write!(s, "{x:e}");
-    let (mantissa, exp) = s.split_once('e').unwrap_or((s.as_str(), "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let (negative, mantissa) = match mantissa.strip_prefix('-') {
-        Some(m) => (true, m),
-        None => (false, mantissa),
+    let mut s = Stack {
+        buf: [0; 40],
+        len: 0,
     };
-    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
-    if negative {
+    let _ = write!(s, "{x:e}");
+    let text = &s.buf[..s.len];
+    let e_at = text.iter().position(|b| *b == b'e').unwrap_or(text.len());
+    let exp: i32 = std::str::from_utf8(text.get(e_at + 1..).unwrap_or_default())
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    let mut mantissa = &text[..e_at];
+    if let Some(rest) = mantissa.strip_prefix(b"-") {
         out.push(b'-');
+        mantissa = rest;
     }
-    let decpt = exp + 1; // digits d1 d2 ... with the point after `decpt` of them
+    let mut digits = [0u8; 40];
+    let mut n = 0;
+    for b in mantissa.iter().filter(|b| b.is_ascii_digit()) {
+        digits[n] = *b;
+        n += 1;
+    }
+    let digits = &digits[..n];
+    let decpt = exp + 1; // the point goes after `decpt` digits
     if !(-4 < decpt && decpt <= 16) {
-        out.push(digits.as_bytes()[0]);
+        out.push(digits[0]);
         if digits.len() > 1 {
             out.push(b'.');
-            out.extend_from_slice(&digits.as_bytes()[1..]);
+            out.extend_from_slice(&digits[1..]);
         }
-        let sign = if exp < 0 { '-' } else { '+' };
-        out.extend_from_slice(format!("e{sign}{:02}", exp.unsigned_abs()).as_bytes());
+        out.extend_from_slice(if exp < 0 { b"e-" } else { b"e+" });
+        let e = exp.unsigned_abs();
+        if e < 10 {
+            out.push(b'0');
+        }
+        let mut s = Stack {
+            buf: [0; 40],
+            len: 0,
+        };
+        let _ = write!(s, "{e}");
+        out.extend_from_slice(&s.buf[..s.len]);
         return;
     }
-    let n = i32::try_from(digits.len()).unwrap_or(i32::MAX);
+    let count = i32::try_from(digits.len()).unwrap_or(i32::MAX);
     if decpt <= 0 {
         out.extend_from_slice(b"0.");
         out.extend(std::iter::repeat_n(b'0', decpt.unsigned_abs() as usize));
-        out.extend_from_slice(digits.as_bytes());
-    } else if decpt >= n {
-        out.extend_from_slice(digits.as_bytes());
+        out.extend_from_slice(digits);
+    } else if decpt >= count {
+        out.extend_from_slice(digits);
         out.extend(std::iter::repeat_n(
             b'0',
-            (decpt - n).unsigned_abs() as usize,
+            (decpt - count).unsigned_abs() as usize,
         ));
         out.extend_from_slice(b".0");
     } else {
-        let (head, tail) = digits.as_bytes().split_at(decpt.unsigned_abs() as usize);
+        let (head, tail) = digits.split_at(decpt.unsigned_abs() as usize);
         out.extend_from_slice(head);
         out.push(b'.');
         out.extend_from_slice(tail);
@@ -94,17 +130,18 @@ pub fn model_fields(model_name: &str, variant: &str, model_version: &str) -> Vec
     out
 }
 
-/// One served prediction's line (`PredictionRecord` with `served` true), newline included.
+/// One served prediction's line (`PredictionRecord` with `served` true), newline included;
+/// `ts` is the time already written by [`push_py_float`] (one per call, not per line).
 pub fn push_prediction(
     out: &mut Vec<u8>,
-    ts: f64,
+    ts: &[u8],
     request_id: &str,
     applicant_id: &str,
     model: &[u8],
     pd: f64,
 ) {
     out.extend_from_slice(b"{\"ts\":");
-    push_py_float(out, ts);
+    out.extend_from_slice(ts);
     out.extend_from_slice(b",\"request_id\":");
     push_json_str(out, request_id);
     out.extend_from_slice(b",\"applicant_id\":");

@@ -379,8 +379,9 @@ pub fn prediction_log_line<'py>(
     model_version: &str,
     pd: f64,
 ) -> Bound<'py, PyBytes> {
-    let mut out = Vec::new();
+    let (mut out, mut time) = (Vec::new(), Vec::new());
+    lines::push_py_float(&mut time, ts);
     let fields = lines::model_fields(model_name, variant, model_version);
-    lines::push_prediction(&mut out, ts, request_id, applicant_id, &fields, pd);
+    lines::push_prediction(&mut out, &time, request_id, applicant_id, &fields, pd);
     PyBytes::new(py, &out)
 }
