@@ -134,11 +134,16 @@ class ScoringApp:
         server = await create_server(self.settings, self.service, self.metrics, address)
         await server.start()
         self._server = server
-        self.grpc_port = (
-            server.port
-            if front is None
-            else front.start(self.settings.host, self.settings.grpc_port)
-        )
+        if front is None:
+            self.grpc_port = server.port
+        else:
+            self.grpc_port = front.start(self.settings.host, self.settings.grpc_port)
+            log.info(
+                "native front end on %s:%d; what it does not answer goes to %s",
+                self.settings.host,
+                self.grpc_port,
+                front.backend_address,
+            )
         self._following = asyncio.create_task(self._follow())
 
     async def _follow(self) -> None:

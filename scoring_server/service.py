@@ -540,11 +540,11 @@ class ScoringService:
         """Merge the feature store's values for each applicant (one round trip for all)."""
         lookup = model.entity
         if lookup is None:
-            return [
-                _Prepared(numeric, r.categorical, violations=bad)
-                for r in requests
-                for numeric, bad in (_numeric_inputs(model, r),)
-            ]
+            prepared = []
+            for r in requests:
+                numeric, bad = _numeric_inputs(model, r)
+                prepared.append(_Prepared(numeric, r.categorical, violations=bad))
+            return prepared
         ids = list(dict.fromkeys(r.applicant_id for r in requests if r.applicant_id))
         degraded = False
         found: dict[str, dict[str, float | str] | None] = {}
