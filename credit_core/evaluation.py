@@ -19,16 +19,16 @@ to a new one). A complete line that does not parse is corruption and raises
 
 Cost on the caller: :meth:`EvaluationWriter.write` checks the record types and appends them to an
 in-memory buffer under a lock (microseconds, no I/O); :meth:`EvaluationWriter.write_encoded`
-buffers lines already encoded in this format (the scoring server's native front end writes
-them). Each writer has one background thread that encodes the buffer to JSON lines and appends
-it with plain blocking ``os.write`` calls when ``flush_records`` records are buffered or ``flush_seconds`` have passed since the oldest buffered
-record; the data goes to the OS page cache (no ``fsync`` unless ``fsync=True``), so it survives a
-crash of the process but not of the machine. Encoding costs about 2-4 µs a record and holds the
-GIL, so it competes with the event loop for CPU but never blocks it on the disk. :meth:`flush`
-and :meth:`close` do the same work on the caller's thread (blocking). Records are lost only on a
-hard kill (up to one buffer), or when more than ``max_pending`` records wait because the disk
-keeps failing: those are dropped, counted in ``dropped`` and logged. ``close()`` writes everything
-buffered, or raises.
+buffers lines already encoded in this format (the scoring server's native front end writes them).
+Each writer has one background thread that encodes the buffer to JSON lines and appends it with
+plain blocking ``os.write`` calls when ``flush_records`` records are buffered or ``flush_seconds``
+have passed since the oldest buffered record; the data goes to the OS page cache (no ``fsync``
+unless ``fsync=True``), so it survives a crash of the process but not of the machine. Encoding
+costs about 2-4 µs a record and holds the GIL, so it competes with the event loop for CPU but never
+blocks it on the disk. :meth:`flush` and :meth:`close` do the same work on the caller's thread
+(blocking). Records are lost only on a hard kill (up to one buffer), or when more than
+``max_pending`` records wait because the disk keeps failing: those are dropped, counted in
+``dropped`` and logged. ``close()`` writes everything buffered, or raises.
 
 Matching outcomes to predictions (:func:`matched`):
 
