@@ -6,6 +6,7 @@ evaluation log and the metrics as if Python had answered."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -197,3 +198,46 @@ def test_grpc_frame_of_a_compressed_message_goes_to_python(server: ServerProcess
         answer = score(request("gz").SerializeToString(), timeout=5)
     assert answer.request_id == "gz"
     assert 0 < answer.pd < 1
+
+
+def test_a_stream_whose_reader_stops_is_not_read_further(server: ServerProcess) -> None:
+    """A client that keeps sending on ``ScoreStream`` and never reads an answer: the front end,
+    the backend and HTTP/2 flow control stop reading it, and the worker's memory stays put."""
+    from benchmarks.procs import child_pids, rss_bytes
+
+    pulled = [0]
+    done = threading.Event()
+
+    def messages() -> Iterator[pb.ScoreRequest]:
+        for i in range(5_000_000):
+            if done.is_set():
+                return
+            pulled[0] += 1
+            yield request(f"bp-{i}")
+
+    (worker,) = child_pids(server.proc.pid)
+    rss_before = rss_bytes(worker)
+    with grpc.insecure_channel(server.target) as channel:
+        stream = channel.stream_stream(
+            "/credit.scoring.v1.Scoring/ScoreStream",
+            request_serializer=pb.ScoreRequest.SerializeToString,
+            response_deserializer=pb.ScoreStreamResponse.FromString,
+        )
+        call = stream(messages(), timeout=60)
+        try:
+            _wait(lambda: pulled[0] > 1000)
+            seen = -1
+            deadline = time.monotonic() + 30
+            while seen != pulled[0] and time.monotonic() < deadline:  # until sending stalls
+                seen = pulled[0]
+                time.sleep(1.0)
+            stalled_at = pulled[0]
+            time.sleep(2.0)
+            after = pulled[0]
+            rss_growth = rss_bytes(worker) - rss_before
+        finally:
+            done.set()
+            call.cancel()  # type: ignore[attr-defined]
+    assert after == stalled_at, "the client could still send: nothing stopped reading"
+    assert stalled_at < 200_000
+    assert rss_growth < 64 * 2**20, f"worker grew by {rss_growth / 2**20:.0f} MB"
