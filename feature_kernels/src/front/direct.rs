@@ -127,3 +127,43 @@ impl Direct {
         Some(Answer { framed, rows: n })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `credit_core.ScoringPolicy()`'s defaults: 600 points at 50:1, 20 points to double.
+    fn policy() -> Policy {
+        let factor = 20.0 / 2f64.ln();
+        Policy {
+            offset: 600.0 - factor * 50f64.ln(),
+            factor,
+            approve_below: 0.08,
+            decline_from: 0.20,
+        }
+    }
+
+    #[test]
+    fn scores_and_decisions_as_the_python_policy() {
+        let p = policy();
+        // The doctest values of `ScoringPolicy.scores`.
+        assert_eq!(p.score(0.0196), 600);
+        assert_eq!(p.score(0.0385), 580);
+        assert_eq!(p.score(0.5), 487);
+        // Clamped, so always finite.
+        assert_eq!(p.score(0.0), p.score(1e-9));
+        assert_eq!(p.score(1.0), p.score(1.0 - 1e-9));
+        assert_eq!(
+            [0.0, 0.0799, 0.08, 0.1999, 0.2, 1.0].map(|pd| p.decision(pd)),
+            [1, 1, 2, 2, 3, 3]
+        );
+    }
+
+    #[test]
+    fn expit_is_the_logistic_function() {
+        assert_eq!(expit(0.0), 0.5);
+        assert!((expit(2.0) - 0.880_797_077_977_882_3).abs() < 1e-15);
+        assert_eq!(expit(-1000.0), 0.0);
+        assert_eq!(expit(1000.0), 1.0);
+    }
+}

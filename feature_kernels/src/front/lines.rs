@@ -88,8 +88,8 @@ pub fn push_py_float(out: &mut Vec<u8>, x: f64) {
 }
 
 /// A JSON string literal as Python's `json.encoder.encode_basestring_ascii` writes it: printable
-/// ASCII as is, `"` and `\` escaped, `\b \f \n \r \t` short, everything else `\uXXXX` (lowercase
-/// hex, UTF-16 surrogate pairs above the BMP).
+/// ASCII as is, `"` and `\` escaped, `\b \f \n \r \t` short, everything else as `\u` and four
+/// lowercase hex digits (UTF-16 surrogate pairs above the BMP).
 pub fn push_json_str(out: &mut Vec<u8>, s: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push(b'"');
