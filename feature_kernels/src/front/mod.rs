@@ -82,19 +82,17 @@ impl Shared {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()?;
-        if !self.log_predictions {
-            let answer = direct.answer(message, batch, None)?;
-            self.count_applicants(&direct, answer.rows);
-            return Some(answer.framed);
-        }
-        if self.sink().lines.len() >= MAX_PENDING_LOG_BYTES {
+        if self.log_predictions && self.sink().lines.len() >= MAX_PENDING_LOG_BYTES {
             return None;
         }
         let mut lines = Vec::new();
-        let answer = direct.answer(message, batch, Some((&mut lines, unix_now())))?;
+        let log = self.log_predictions.then(|| (&mut lines, unix_now()));
+        let answer = direct.answer(message, batch, log)?;
         let mut sink = self.sink();
         sink.lines.extend_from_slice(&lines);
-        sink.n_lines += answer.rows;
+        if self.log_predictions {
+            sink.n_lines += answer.rows; // one line per applicant
+        }
         *sink
             .applicants
             .entry((direct.model_version.clone(), direct.variant.clone()))
@@ -102,14 +100,6 @@ impl Shared {
         drop(sink);
         self.ready.notify_one();
         Some(answer.framed)
-    }
-
-    fn count_applicants(&self, direct: &Direct, rows: usize) {
-        *self
-            .sink()
-            .applicants
-            .entry((direct.model_version.clone(), direct.variant.clone()))
-            .or_default() += rows as u64;
     }
 
     fn record_call(&self, rpc: &str, code: Code, elapsed: Duration) {
