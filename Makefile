@@ -20,34 +20,51 @@ install: bootstrap  ## Install every dependency from uv.lock and build the Rust 
 	$(UV) sync --frozen
 
 .PHONY: build-dev
-build-dev: bootstrap  ## Rebuild the Rust extension after a change to feature_kernels/src
+build-dev: bootstrap  ## Rebuild the Rust extension after a change to the Rust workspace
 	$(UV) sync --frozen --reinstall-package feature-kernels
 
 .PHONY: proto
-proto: install  ## Regenerate the Python code of proto/
+proto: install grpcurl  ## Regenerate the Python and Go code of proto/
 	$(RUN) bash scripts/gen_proto.sh
+	PATH="$$(go env GOPATH)/bin:$$PATH" $(RUN) bash clients/go/generate.sh
 
 .PHONY: format
 format: install  ## Format Python and Rust
 	$(RUN) ruff format .
 	$(RUN) ruff check --fix .
-	cd feature_kernels && cargo fmt
+	cargo fmt --all
 
 .PHONY: lint
-lint: install  ## ruff, mypy (strict), cargo fmt --check, clippy -D warnings
+lint: install  ## ruff, mypy (strict), stubtest, cargo fmt --check, clippy -D warnings
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy
-	cd feature_kernels && cargo fmt --check && cargo clippy --all-targets --quiet -- -D warnings
+	$(RUN) python -m mypy.stubtest feature_kernels._core --allowlist .mypy-stubtest-allowlist
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 .PHONY: redis
 redis:  ## Install redis-server (Debian package) if missing: the tests start their own
 	@command -v redis-server >/dev/null || (apt-get update && apt-get install -y --no-install-recommends redis-server)
 
 .PHONY: test
-test: install lint redis  ## The whole suite: lint, Rust unit tests, pytest (CI runs exactly this)
-	cd feature_kernels && cargo test --quiet
-	$(RUN) pytest
+test: install lint redis grpcurl  ## The whole suite: lint, Rust tests, a bounded fuzz run, pytest (CI runs exactly this)
+	cargo test --workspace --quiet
+	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=30
+	PATH="$$(go env GOPATH)/bin:$$PATH" $(RUN) pytest
+
+FUZZ_SECONDS ?= 60
+FUZZ_FLAGS := -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+	-Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
+	-Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing
+FUZZ_TARGET := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
+.PHONY: fuzz
+fuzz:  ## Fuzz the wire decoder for FUZZ_SECONDS (libFuzzer, as `cargo fuzz run decode` builds it)
+	cd crates/wire/fuzz && RUSTFLAGS="$(FUZZ_FLAGS)" cargo build --quiet --release --locked \
+		--target $(FUZZ_TARGET) --bin decode
+	rm -rf var/fuzz && mkdir -p var/fuzz && cp -r crates/wire/fuzz/corpus/decode var/fuzz/corpus
+	crates/wire/fuzz/target/$(FUZZ_TARGET)/release/decode -max_total_time=$(FUZZ_SECONDS) \
+		-artifact_prefix=var/fuzz/ -print_final_stats=1 var/fuzz/corpus 2>&1 | tail -12
 
 .PHONY: train
 train: install  ## Train the default GMSC model and register it (sets champion if none)
@@ -59,21 +76,28 @@ serve: install  ## Train a default model if the registry has no champion, then s
 	$(RUN) python -m scoring_server
 
 .PHONY: bench
-bench: install redis tools  ## In-process micro-benchmarks, Redis enrichment, ghz side by side with MLServer; rewrites benchmarks/RESULTS.md
+bench: install redis tools  ## In-process micro-benchmarks; ghz side by side with MLServer; production scenarios against the tonic floor; rewrites benchmarks/RESULTS.md
 	$(RUN) python -m training ensure-champion
+	cargo build --quiet --release --locked -p altscore-loadgen
 	$(RUN) python -m benchmarks.inprocess --write benchmarks/RESULTS.md
-	$(RUN) python -m benchmarks.enrichment --write benchmarks/RESULTS.md
 	PATH="$$(go env GOPATH)/bin:$$PATH" $(RUN) python -m benchmarks.grpc_load --write benchmarks/RESULTS.md
 
 GRPCURL_VERSION := v1.9.3
 HEALTH_PROBE_VERSION := v0.4.61
 GHZ_VERSION := v0.120.0
+PROTOC_GEN_GO_VERSION := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.0
+.PHONY: grpcurl
+grpcurl:  ## Install grpcurl and the Go protoc plugins with `go install` (pinned): the tests use them
+	@test -x "$$(go env GOPATH)/bin/grpcurl" || go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
+	@test -x "$$(go env GOPATH)/bin/protoc-gen-go" || go install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	@test -x "$$(go env GOPATH)/bin/protoc-gen-go-grpc" || go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+
 .PHONY: tools
-tools:  ## Install grpcurl, grpc-health-probe and ghz with `go install` (pinned) into $(shell go env GOPATH 2>/dev/null)/bin
-	go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
+tools: grpcurl  ## Install grpcurl, grpc-health-probe and ghz with `go install` (pinned) into $(shell go env GOPATH 2>/dev/null)/bin
 	go install github.com/grpc-ecosystem/grpc-health-probe@$(HEALTH_PROBE_VERSION)
 	go install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION)
 
 .PHONY: clean
 clean:  ## Remove local state (MLflow store, compiled models) and build output
-	rm -rf var feature_kernels/target .mypy_cache .ruff_cache .pytest_cache
+	rm -rf var target crates/wire/fuzz/target .mypy_cache .ruff_cache .pytest_cache

@@ -1,14 +1,15 @@
-"""gRPC load side by side: altscore and Seldon MLServer on the same model, driven by ghz.
+"""gRPC load: altscore side by side with Seldon MLServer on the same model, then altscore's
+production scenarios against the transport floor (``benchmarks.production``), in one run.
 
     uv run python -m benchmarks.grpc_load [--duration 10] [--write benchmarks/RESULTS.md]
 
-Both servers serve the synthetic benchmark model (400 trees, depth 6, 40 features:
+Part one: both servers serve the synthetic benchmark model (400 trees, depth 6, 40 features:
 ``benchmarks.synthetic_model``) on this machine; ghz (Go) is the load generator, on the same
 cores. Scenarios alternate between the two servers: unary at c=1/16/64 (one applicant per call),
 64 applicants per call at c=16 (our ``ScoreBatch``, MLServer's ``ModelInfer`` on a [64, 40]
-tensor), and our ``ScoreStream`` (one applicant per message, 256 messages per stream; MLServer's
-XGBoost runtime has no streaming), and the unary and batch calls again with the applicants as
-``numeric_values`` vectors. Every figure of a table comes from one run of this command.
+tensor), and the unary and batch calls again with the applicants as ``numeric_values`` vectors.
+Part two: see ``benchmarks.production``. Every figure of a table comes from one run of this
+command.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, json_format, messag
 from google.protobuf.message import Message
 
 from benchmarks import mlserver_peer
-from benchmarks.procs import child_pids, free_port, rss_bytes, tree_rss_bytes
+from benchmarks.procs import free_port, rss_bytes, tree_rss_bytes
 from benchmarks.results import write_section
 from benchmarks.synthetic_model import ensure_bench_model, write_score_bodies
 from scoring_server.grpc._proto import scoring_pb2 as pb
@@ -86,13 +87,6 @@ SCENARIOS = (
         (f"{SCORING}/ScoreBatch", "score-batch-64-values.bin"),
         "infer-64.bin",
     ),
-    Scenario(
-        "stream, 1 applicant per message, 16 streams",
-        16,
-        256,
-        (f"{SCORING}/ScoreStream", "score-1.json"),
-        None,
-    ),
 )
 
 
@@ -136,7 +130,7 @@ def find_ghz() -> Path:
 
 
 @contextmanager
-def our_server(workers: int | None) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
+def our_server(threads: int | None) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
     port = free_port()
     log = STATE / "altscore-server.log"
     env = {
@@ -146,16 +140,15 @@ def our_server(workers: int | None) -> Iterator[tuple[subprocess.Popen[bytes], i
         "ALTSCORE_GRPC_PORT": str(port),
         "ALTSCORE_METRICS_PORT": "0",
     }
-    if workers is not None:
-        env["ALTSCORE_WORKERS"] = str(workers)
+    if threads is not None:
+        env["ALTSCORE_DATA_PLANE_THREADS"] = str(threads)
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "scoring_server"], cwd=ROOT, env=env, stdout=out, stderr=out
         )
     try:
-        expected = workers or len(os.sched_getaffinity(0))
         deadline = time.monotonic() + 300
-        while log.read_text(errors="replace").count("serving altscore-bench") < expected:
+        while log.read_text(errors="replace").count("serving gRPC on") < 1:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"our server did not start:\n{log.read_text()[-3000:]}")
             time.sleep(0.5)
@@ -258,7 +251,9 @@ def to_run(report: dict[str, Any], cpu: float, rows_per_call: int, rss: str) -> 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.grpc_load")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per run")
-    parser.add_argument("--workers", type=int, default=None, help="our serving processes")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="data plane threads (default: the cores)"
+    )
     parser.add_argument("--write", type=Path, default=None)
     ns = parser.parse_args(argv)
 
@@ -269,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     venv = mlserver_peer.ensure_venv(ROOT)
     mlserver_peer.write_infer_bodies(bodies)
     protoset = mlserver_peer.oip_protoset(venv, STATE / "oip.protoset")
-    google_protos = Path(__import__("google.rpc.status_pb2").rpc.status_pb2.__file__).parents[2]
+    google_protos = ROOT / "proto"
     oip_request = oip_request_type(protoset)
     for name, message in (
         ("score-1.json", pb.ScoreRequest),
@@ -281,21 +276,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
         binary_body(bodies / name, message)
     ours_proto = ["--proto", str(ROOT / "proto/credit/scoring/v1/scoring.proto"),
-                  "--import-paths", f"{ROOT / 'proto'},{google_protos}"]  # fmt: skip
+                  "--import-paths", str(google_protos)]  # fmt: skip
     theirs_proto = ["--protoset", str(protoset)]
+    threads = ns.threads or len(os.sched_getaffinity(0))
 
     results: list[tuple[Scenario, Run, Run | None]] = []
-    floors: list[tuple[Scenario, Run]] = []
     grpc_port, http_port = free_port(), free_port()
     repo = mlserver_peer.write_model_repo(
         model.model_json, STATE / "mlserver", grpc_port=grpc_port, http_port=http_port
     )
-    with our_server(ns.workers) as (proc, port, _log):
+    with our_server(threads) as (proc, port, _log):
         peer = mlserver_peer.start(venv, repo, grpc_port, http_port)
         try:
             mlserver_peer.wait_ready(peer, repo, http_port)
             ours_target, theirs_target = f"127.0.0.1:{port}", f"127.0.0.1:{grpc_port}"
-            idle_ours = [rss_bytes(p) / 2**20 for p in child_pids(proc.pid)]
+            idle_ours = rss_bytes(proc.pid) / 2**20
             idle_theirs = tree_rss_bytes(peer.pid) / 2**20
             for s in SCENARIOS:  # warm-up, discarded
                 ghz(
@@ -309,8 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     binary, ours_target, s.ours[0], bodies / s.ours[1], s.concurrency,
                     ns.duration, ours_proto,
                 )  # fmt: skip
-                rss = " / ".join(f"{rss_bytes(p) / 2**20:.0f}" for p in child_pids(proc.pid))
-                ours = to_run(report, cpu, s.rows_per_call, rss)
+                ours = to_run(report, cpu, s.rows_per_call, f"{rss_bytes(proc.pid) / 2**20:.0f}")
                 theirs = None
                 if s.theirs:
                     report, cpu = ghz(
@@ -321,31 +315,19 @@ def main(argv: Sequence[str] | None = None) -> int:
                     theirs = to_run(report, cpu, s.rows_per_call, rss)
                 results.append((s, ours, theirs))
                 print(_row(s, ours, theirs), flush=True)
-            control_rss = rss_bytes(proc.pid) / 2**20
-            floor_port = free_port()
-            floor = subprocess.Popen(
-                [sys.executable, "-m", "benchmarks.grpc_floor", "--port", str(floor_port),
-                 "--processes", str(ns.workers or len(os.sched_getaffinity(0)))],
-                cwd=ROOT, start_new_session=True,
-            )  # fmt: skip
-            try:
-                time.sleep(3)
-                floor_target = f"127.0.0.1:{floor_port}"
-                for s in SCENARIOS[:3]:
-                    report, cpu = ghz(
-                        binary, floor_target, s.ours[0], bodies / s.ours[1], s.concurrency,
-                        ns.duration, ours_proto,
-                    )  # fmt: skip
-                    floors.append((s, to_run(report, cpu, 1, "")))
-            finally:
-                os.killpg(floor.pid, signal.SIGTERM)
-                floor.wait(30)
         finally:
             mlserver_peer.stop(peer)
 
-    text = _report(
-        ns, binary, model.holdout_auc, results, floors, idle_ours, idle_theirs, control_rss
-    )
+    from benchmarks import production
+    from tests.redis_server import RedisServer
+
+    setup = production.Setup(binary, ours_proto, ns.duration, threads)
+    with RedisServer() as redis_server:
+        rows, memory = production.run(setup, STATE, redis_server.url)
+        redis_version = redis_server.version()
+    text = _report(ns, threads, binary, model.holdout_auc, results, idle_ours, idle_theirs)
+    text += "\n".join(production.report(rows, memory, setup))
+    text += f"\nredis-server {redis_version}.\n"
     print(text)
     if ns.write:
         write_section(ns.write, TITLE, text)
@@ -357,17 +339,6 @@ def _fmt(r: Run) -> str:
     return (
         f"{r.rps:,.0f} | {r.rows_per_second:,.0f} | {r.p50_ms:.2f} / {r.p90_ms:.2f} / "
         f"{r.p99_ms:.2f} | {errors} | {r.server_rss_mb} | {r.client_cpu_share:.0%}"
-    )
-
-
-def _floor_row(s: Scenario, floor: Run, results: list[tuple[Scenario, Run, Run | None]]) -> str:
-    ours, theirs = next((o, t) for x, o, t in results if x == s)
-    versus = f"{floor.rps / theirs.rps:.1f}x" if theirs and theirs.rps else "n/a"
-    return (
-        f"| {s.name} | {floor.rps:,.0f} | {floor.p50_ms:.2f} / {floor.p90_ms:.2f} / "
-        f"{floor.p99_ms:.2f} | {floor.client_cpu_share:.0%} | "
-        f"{f'{ours.rps / floor.rps:.0%}' if floor.rps else 'n/a'} | "
-        f"{versus} |"
     )
 
 
@@ -387,13 +358,12 @@ def _row(s: Scenario, ours: Run, theirs: Run | None) -> str:
 
 def _report(
     ns: argparse.Namespace,
+    threads: int,
     binary: Path,
     auc: float,
     results: list[tuple[Scenario, Run, Run | None]],
-    floors: list[tuple[Scenario, Run]],
-    idle_ours: list[float],
+    idle_ours: float,
     idle_theirs: float,
-    control_rss: float,
 ) -> str:
     cores = len(os.sched_getaffinity(0))
     best_theirs = max((t.rows_per_second for _, _, t in results if t), default=0.0)
@@ -404,15 +374,13 @@ def _report(
         f"Command: `make bench` (= `uv run python -m benchmarks.grpc_load --duration "
         f"{ns.duration:g} --write benchmarks/RESULTS.md`). {ns.duration:g} s per run after a 1 s "
         "warm-up, the two servers alternating, ghz on the same "
-        f"{cores} cores (ghz {GHZ_VERSION}; `--connections` = min(c, 16); unary and batch calls "
-        "send one pre-serialized message (`--binary-file`), the stream 256 JSON messages). "
-        "Model: the synthetic "
+        f"{cores} cores (ghz {GHZ_VERSION}; `--connections` = min(c, 16); every call sends one "
+        "pre-serialized message, `--binary-file`). Model: the synthetic "
         f"benchmark model (400 trees, depth 6, 40 features, holdout AUC {auc:.3f}), registered as "
         "`altscore-bench` for altscore and saved as `model.json` for MLServer.",
         "",
-        f"altscore: `python -m scoring_server`, {ns.workers or cores} worker processes on one "
-        "SO_REUSEPORT port, default settings: each worker's native front end (Rust) answers "
-        "`Score` / `ScoreBatch` itself and passes the stream to the worker's grpc.aio server; "
+        "altscore: `python -m scoring_server`, one process: the Python control plane beside the "
+        f"Rust data plane (tonic, {threads} runtime threads), which answers every call; "
         "prediction logging on. The `numeric_values` rows send the same applicants as one "
         "packed vector each instead of the `numeric` map. MLServer "
         "1.7.1 + mlserver-xgboost 1.7.1 with its best settings here (inference in the main "
@@ -431,19 +399,9 @@ def _report(
         f"(**{best_ours / best_theirs:.1f}x**)."
         if best_theirs
         else "",
-        "The ceiling of a Python gRPC server here (what altscore's workers were before the "
-        "native front end), measured after the table in the same run: "
-        f"`benchmarks.grpc_floor`, {ns.workers or cores} grpc.aio processes on one port that "
-        "answer `Score` with a fixed response and do no work:",
         "",
-        "| scenario | calls/s | p50 / p90 / p99 ms | ghz CPU share | altscore / floor | "
-        "floor / MLServer |",
-        "|---|---|---|---|---|---|",
-        *(_floor_row(s, f, results) for s, f in floors),
-        "",
-        f"Idle RSS with the model loaded: altscore workers "
-        f"{' / '.join(f'{x:.0f}' for x in idle_ours)} MB each (control process, which holds "
-        f"MLflow and serves no calls: {control_rss:.0f} MB); MLServer {idle_theirs:.0f} MB.",
+        f"Idle RSS with the model loaded: altscore {idle_ours:.0f} MB (the whole service: one "
+        f"process); MLServer {idle_theirs:.0f} MB.",
         "",
         f"Machine: {platform.machine()}, {cores} cores, {platform.platform()}; "
         f"Python {platform.python_version()}.",

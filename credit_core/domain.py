@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import enum
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
+
+from feature_kernels import ScorePolicy
 
 __all__ = [
     "DECISIONS",
@@ -55,6 +56,9 @@ class ScoringPolicy:
 
     Decision by PD: ``pd < approve_below`` -> APPROVE, ``pd >= decline_from`` -> DECLINE, else
     REVIEW (defaults 8 % and 20 %).
+
+    The rule itself is the data plane's (``feature_kernels.ScorePolicy``, Rust): this class holds
+    the parameters and reads it, so training reports and served answers cannot disagree.
     """
 
     base_score: float = 600.0
@@ -62,46 +66,49 @@ class ScoringPolicy:
     pdo: float = 20.0
     approve_below: float = 0.08
     decline_from: float = 0.20
+    _rule: ScorePolicy = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.pdo <= 0 or self.base_odds <= 0:
-            raise ValueError("pdo and base_odds must be positive")
-        if not 0.0 < self.approve_below <= self.decline_from < 1.0:
-            raise ValueError("need 0 < approve_below <= decline_from < 1")
+        rule = ScorePolicy(
+            self.base_score, self.base_odds, self.pdo, self.approve_below, self.decline_from
+        )  # raises ValueError for parameters that make no policy
+        object.__setattr__(self, "_rule", rule)
+
+    @property
+    def rule(self) -> ScorePolicy:
+        """The native policy (handed to the data plane)."""
+        return self._rule
 
     @property
     def factor(self) -> float:
-        return self.pdo / math.log(2.0)
+        return self._rule.factor
 
     @property
     def offset(self) -> float:
-        return self.base_score - self.factor * math.log(self.base_odds)
+        return self._rule.offset
 
     def score(self, pd: float) -> int:
-        p = min(max(pd, 1e-9), 1.0 - 1e-9)
-        return round(self.offset + self.factor * math.log((1.0 - p) / p))
+        """
+        >>> ScoringPolicy().score(0.0196), ScoringPolicy().score(0.0385)
+        (600, 580)
+        """
+        return self._rule.score(pd)
 
     def decide(self, pd: float) -> Decision:
-        if pd < self.approve_below:
-            return Decision.APPROVE
-        if pd >= self.decline_from:
-            return Decision.DECLINE
-        return Decision.REVIEW
+        return Decision(self._rule.decide(pd))
 
     def scores(self, pd: npt.NDArray[np.float64]) -> npt.NDArray[np.int32]:
-        """``score`` of many PDs at once (same clamp; NumPy rounds half to even, as ``round``).
+        """``score`` of many PDs at once.
 
         >>> ScoringPolicy().scores(np.array([0.0196, 0.0385, 0.5])).tolist()
         [600, 580, 487]
         """
-        p = np.clip(pd, 1e-9, 1.0 - 1e-9)
-        return np.rint(self.offset + self.factor * np.log((1.0 - p) / p)).astype(np.int32)
+        return self._rule.scores(np.ascontiguousarray(pd, dtype=np.float64))
 
     def decision_codes(self, pd: npt.NDArray[np.float64]) -> npt.NDArray[np.int8]:
         """``decide`` of many PDs at once, as indexes into ``DECISIONS``."""
-        return np.where(pd < self.approve_below, 0, np.where(pd >= self.decline_from, 2, 1)).astype(
-            np.int8
-        )
+        codes = self._rule.decision_codes(np.ascontiguousarray(pd, dtype=np.float64))
+        return (codes - 1).astype(np.int8)
 
 
 @dataclass(frozen=True, slots=True)

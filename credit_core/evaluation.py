@@ -17,15 +17,14 @@ tail a crash left behind (a writer never appends to a segment after a failed wri
 to a new one). A complete line that does not parse is corruption and raises
 :class:`EvaluationLogError` naming the file and line.
 
-Cost on the caller: :meth:`EvaluationWriter.write` checks the record types and appends them to an
-in-memory buffer under a lock (microseconds, no I/O); :meth:`EvaluationWriter.write_encoded`
-buffers lines already encoded in this format (the scoring server's native front end writes them).
-Each writer has one background thread that encodes the buffer to JSON lines and appends it with
-plain blocking ``os.write`` calls when ``flush_records`` records are buffered or ``flush_seconds``
-have passed since the oldest buffered record; the data goes to the OS page cache (no ``fsync``
-unless ``fsync=True``), so it survives a crash of the process but not of the machine. Encoding
-costs about 2-4 µs a record and holds the GIL, so it competes with the event loop for CPU but never
-blocks it on the disk. :meth:`flush` and :meth:`close` do the same work on the caller's thread
+Cost on the caller: the writer is the data plane's own (``feature_kernels.LogWriter``, Rust),
+so the server and this module write the one format with one implementation.
+:meth:`EvaluationWriter.write` encodes the records and appends them to an in-memory buffer (no
+I/O); :meth:`EvaluationWriter.write_encoded` buffers lines already encoded in this format. A
+background thread appends the buffer with plain blocking writes when ``flush_records`` records are
+buffered or ``flush_seconds`` have passed since the oldest buffered record; the data goes to the
+OS page cache (no ``fsync`` unless ``fsync=True``), so it survives a crash of the process but not
+of the machine. :meth:`flush` and :meth:`close` do the same work on the caller's thread
 (blocking). Records are lost only on a hard kill (up to one buffer), or when more than
 ``max_pending`` records wait because the disk keeps failing: those are dropped, counted in
 ``dropped`` and logged. ``close()`` writes everything buffered, or raises.
@@ -53,12 +52,8 @@ import io
 import json
 import logging
 import math
-import os
-import re
-import socket
-import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -67,6 +62,7 @@ from typing import Any, Final, Generic, Literal, TypeVar
 import polars as pl
 
 from credit_core.errors import CreditError
+from feature_kernels import LogWriteError, LogWriter, outcome_line, prediction_line
 
 __all__ = [
     "MATCHED_SCHEMA",
@@ -81,6 +77,7 @@ __all__ = [
     "OutcomeRecord",
     "PredictionRecord",
     "default_directory",
+    "encode_line",
     "import_outcomes",
     "matched",
     "read_outcome_file",
@@ -203,27 +200,17 @@ class OutcomeRecord:
 
 R = TypeVar("R", PredictionRecord, OutcomeRecord)
 
-_HOST: Final = re.sub(r"[^A-Za-z0-9.]+", "_", socket.gethostname()) or "host"
 
-
-_quote: Callable[[str], str] = json.encoder.encode_basestring_ascii
-"""JSON string literal (the C encoder ``json.dumps`` itself uses)."""
-
-
-def _encode(record: PredictionRecord | OutcomeRecord) -> bytes:
-    """One JSON line, as ``json.dumps`` of the fields would give (a hand-rolled template: this
-    runs for every prediction the server makes). Numbers were checked finite on construction,
-    and ``repr`` of a finite float is what ``json.dumps`` writes."""
-    if type(record) is PredictionRecord:
+def encode_line(record: PredictionRecord | OutcomeRecord) -> bytes:
+    """One record's JSON line, as the data plane writes it (``json.dumps`` of the fields)."""
+    if isinstance(record, PredictionRecord):
         r = record
-        return (
-            f'{{"ts":{r.ts!r},"request_id":{_quote(r.request_id)},'
-            f'"applicant_id":{_quote(r.applicant_id)},"model_name":{_quote(r.model_name)},'
-            f'"variant":{_quote(r.variant)},"model_version":{_quote(r.model_version)},'
-            f'"pd":{r.pd!r},"served":{"true" if r.served else "false"}}}\n'
-        ).encode()
-    fields = {name: getattr(record, name) for name in record.__slots__}
-    return json.dumps(fields, separators=(",", ":"), allow_nan=False).encode() + b"\n"
+        return prediction_line(
+            r.ts, r.request_id, r.applicant_id, r.model_name, r.variant, r.model_version, r.pd,
+            r.served,
+        )  # fmt: skip
+    o = record
+    return outcome_line(o.ts, o.request_id, o.applicant_id, o.defaulted, o.observed_at)
 
 
 class EvaluationWriter(Generic[R]):
@@ -252,121 +239,71 @@ class EvaluationWriter(Generic[R]):
         self.directory = directory
         self.kind = kind
         self._type: type[R] = record_type
-        self.flush_records = flush_records
-        self.flush_seconds = flush_seconds
-        self.max_segment_bytes = max_segment_bytes
-        self.max_pending = max_pending
-        self.fsync = fsync
-        self.dropped = 0
-        """Records dropped because ``max_pending`` were already waiting (the disk kept failing)."""
-        self.written = 0
-        """Records appended to segment files so far."""
-        self._stem = f"{kind}-{_HOST}-{os.getpid()}-{time.time_ns()}"
-        self._seq = 0
-        self._fd: int | None = None
-        self._segment: Path | None = None
-        self._segment_bytes = 0
-        self._pending: list[R | bytes] = []
-        """Records, and blocks of already-encoded lines (``write_encoded``)."""
-        self._pending_count = 0
-        """Records in ``_pending`` (a block counts its lines)."""
-        self._oldest = 0.0
-        self._retry_at = 0.0
-        self._closed = False
-        self._cond = threading.Condition()
-        self._io = threading.Lock()  # one flush at a time, in file order
-        self._thread = threading.Thread(
-            target=self._run, name=f"evaluation-{kind}-writer", daemon=True
+        self._native = LogWriter(
+            directory,
+            kind,
+            flush_records=flush_records,
+            flush_seconds=flush_seconds,
+            max_segment_bytes=max_segment_bytes,
+            max_pending=max_pending,
+            fsync=fsync,
         )
-        self._thread.start()
+
+    @property
+    def dropped(self) -> int:
+        """Records dropped because ``max_pending`` were already waiting (the disk kept failing)."""
+        return self._native.dropped
+
+    @property
+    def written(self) -> int:
+        """Records appended to segment files so far."""
+        return self._native.written
 
     @property
     def segment(self) -> Path | None:
         """The segment file being appended to (None before the first flush)."""
-        return self._segment
+        segment = self._native.segment
+        return None if segment is None else Path(segment)
 
     def write(self, records: Sequence[R]) -> None:
-        """Buffer ``records``; cheap, no I/O. Raises ``TypeError`` for a wrong record type and
+        """Buffer ``records``; cheap, no I/O. Those that do not fit under ``max_pending`` are
+        dropped and counted. Raises ``TypeError`` for a wrong record type and
         :class:`EvaluationLogError` after ``close()``."""
         for r in records:
             if type(r) is not self._type:
                 raise TypeError(f"{self.kind} writer takes {self._type.__name__}, got {r!r}")
-        if not records:
-            return
-        with self._cond:
-            room = self._room(len(records))
-            self._buffer(records[:room], room)
+        if records:
+            self._write(b"".join(encode_line(r) for r in records), len(records), whole=False)
 
     def write_encoded(self, lines: bytes, count: int) -> None:
-        """Buffer ``count`` records already encoded as this log's JSON lines (the native front
-        end writes them byte for byte as :func:`_encode` would). All or none of them: when they
-        do not fit under ``max_pending`` they are dropped and counted like records."""
+        """Buffer ``count`` records already encoded as this log's JSON lines. All or none of
+        them: when they do not fit under ``max_pending`` they are dropped and counted."""
         if count != lines.count(b"\n") or (lines and not lines.endswith(b"\n")):
             raise ValueError(f"{self.kind} writer: expected {count} whole lines")
-        if not count:
-            return
-        with self._cond:
-            if self._room(count, whole=True) == count:
-                self._buffer([lines], count)
+        if count:
+            self._write(lines, count, whole=True)
 
-    def _room(self, n: int, *, whole: bool = False) -> int:
-        """How many of ``n`` new records fit (``whole``: all or none); the rest are counted as
-        dropped. Holds the lock."""
-        if self._closed:
-            raise EvaluationLogError(f"{self.kind} writer is closed")
-        room = max(self.max_pending - self._pending_count, 0)
-        if room < n:
-            room = 0 if whole else room
-            lost = n - room
-            if self.dropped == 0 or (self.dropped + lost) // 10_000 > self.dropped // 10_000:
-                log.error(
-                    "evaluation log %s: %d records waiting, dropping %d (dropped so far: %d)",
-                    self.kind,
-                    self._pending_count,
-                    lost,
-                    self.dropped + lost,
-                )
-            self.dropped += lost
-            return room
-        return n
-
-    def _buffer(self, items: Sequence[R | bytes], count: int) -> None:
-        """Append ``items`` (``count`` records) to the buffer. Holds the lock."""
-        if not count:
-            return
-        first = not self._pending
-        if first:
-            self._oldest = time.monotonic()
-        self._pending.extend(items)
-        self._pending_count += count
-        if first or self._pending_count >= self.flush_records:
-            self._cond.notify()  # start the flush_seconds clock, or flush now
+    def _write(self, lines: bytes, count: int, *, whole: bool) -> None:
+        try:
+            self._native.write(lines, count, whole)
+        except RuntimeError as e:
+            raise EvaluationLogError(str(e)) from e
 
     def flush(self) -> None:
         """Append everything buffered now, on the caller's thread. Raises
         :class:`EvaluationLogError` when the file system fails; the records not written stay
         buffered (none is written twice)."""
-        with self._io:
-            with self._cond:
-                batch, count = self._pending, self._pending_count
-                self._pending, self._pending_count = [], 0
-            if batch:
-                self._append(batch, count)
+        try:
+            self._native.flush()
+        except LogWriteError as e:
+            raise EvaluationLogError(str(e.args[0])) from e
 
     def close(self) -> None:
         """Stop the background thread and write what is buffered. Idempotent."""
-        with self._cond:
-            if self._closed and not self._thread.is_alive() and self._fd is None:
-                return
-            self._closed = True
-            self._cond.notify()
-        self._thread.join()
         try:
-            self.flush()
-        finally:
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
+            self._native.close()
+        except LogWriteError as e:
+            raise EvaluationLogError(str(e.args[0])) from e
 
     def __enter__(self) -> EvaluationWriter[R]:
         return self
@@ -378,73 +315,6 @@ class EvaluationWriter(Generic[R]):
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-    def _due(self) -> bool:
-        if not self._pending or time.monotonic() < self._retry_at:
-            return False
-        return (
-            self._pending_count >= self.flush_records
-            or time.monotonic() - self._oldest >= self.flush_seconds
-        )
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._closed and not self._due():
-                    now = time.monotonic()
-                    wake = max(self._oldest + self.flush_seconds, self._retry_at)
-                    self._cond.wait(max(wake - now, 0.001) if self._pending else None)
-                if self._closed:
-                    return
-            try:
-                self.flush()
-            except EvaluationLogError:
-                log.exception("evaluation log %s: flush failed, retrying", self.kind)
-                with self._cond:
-                    self._retry_at = time.monotonic() + self.flush_seconds
-
-    def _open_segment(self) -> int:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        while True:
-            path = self.directory / f"{self._stem}-{self._seq:06d}.jsonl"
-            self._seq += 1
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
-            except FileExistsError:
-                continue
-            self._fd, self._segment, self._segment_bytes = fd, path, 0
-            return fd
-
-    def _append(self, batch: list[R | bytes], count: int) -> None:
-        data = b"".join(r if isinstance(r, bytes) else _encode(r) for r in batch)
-        done = 0
-        try:
-            if self._fd is not None and self._segment_bytes >= self.max_segment_bytes:
-                os.close(self._fd)
-                self._fd = None
-            fd = self._fd if self._fd is not None else self._open_segment()
-            view = memoryview(data)
-            while done < len(data):
-                done += os.write(fd, view[done:])
-            if self.fsync:
-                os.fsync(fd)
-        except OSError as e:
-            lines = data.count(b"\n", 0, done)
-            self.written += lines
-            if self._fd is not None:  # the segment may end torn: never append to it again
-                os.close(self._fd)
-                self._fd = None
-            # What was not written whole goes back in front, as encoded lines (none twice).
-            rest = data[data.rfind(b"\n", 0, done) + 1 :]
-            with self._cond:
-                self._pending[:0] = [rest]
-                self._pending_count += count - lines
-            raise EvaluationLogError(
-                f"evaluation log {self.kind}: writing {self.directory} failed after {lines} of "
-                f"{count} records: {e}"
-            ) from e
-        self._segment_bytes += len(data)
-        self.written += count
 
 
 class EvaluationLog:

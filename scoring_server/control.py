@@ -1,54 +1,83 @@
-"""The control process: watches the registry, gates models, runs the serving workers.
+"""The control plane: one process, Python beside the Rust data plane.
 
-``python -m scoring_server`` starts this process. It
+``python -m scoring_server`` runs ``ControlPlane.run``, which
 
-- reserves the gRPC port and starts ``workers`` serving processes on it (``SO_REUSEPORT``: the
-  kernel spreads connections over them), restarting any that dies;
-- polls MLflow every ``registry_poll_seconds`` for the ``champion`` and ``challenger`` aliases and
-  the routing tags, downloads and compiles each new version off the serving path, runs the
-  parity gate, and publishes what passed in the serving manifest the workers follow. A version
+- starts the data plane (``feature_kernels.DataPlane``: tonic on its own runtime, every core):
+  the gRPC port is bound at once and ``/metrics`` served; the port takes connections once the
+  first registry poll is done (its champion loaded, or known to be absent: then health answers
+  NOT_SERVING and scoring calls UNAVAILABLE);
+- polls MLflow every ``registry_poll_seconds`` for the ``champion`` and ``challenger`` aliases
+  and the routing tags, downloads and compiles each new version (a child process), runs the
+  gates (schema, parity of every predictor, TreeSHAP additivity), and hands what passed to the
+  data plane, which swaps it in atomically (calls in flight finish on their model). A version
   that fails a gate is refused (metric + log line saying why); the previous one keeps serving;
-- serves ``/metrics`` for all processes (Prometheus multiprocess mode);
-- on SIGTERM / SIGINT, sends SIGTERM to every worker (each drains its in-flight calls) and exits
-  when they have.
+  an unreachable registry keeps what is served;
+- exits non-zero when the data plane's server has failed, so a supervisor restarts the process
+  (a process that answers health but not calls is never left behind);
+- on SIGTERM / SIGINT: health NOT_SERVING, no new calls, calls in flight get the grace period,
+  the logs are written, exit 0.
 
-Only this process imports MLflow; workers stay small (see ``benchmarks/RESULTS.md`` for RSS).
+Only this process talks to MLflow, and nothing here runs per request.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import logging
-import os
-import shutil
 import signal
-import socket
-import subprocess
-import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
 from credit_core import ModelNotReady, ModelRef, ModelRejectedError, RegistryError, Routing
+from credit_core.bundle import ENTITY_ID
+from credit_core.feature_store import rows_from_records
 from credit_core.registry import MlflowRegistry
-from scoring_server.loader import ModelLoader
-from scoring_server.manifest import ServingManifest, Variant
-from scoring_server.metrics import ServerMetrics, serve_multiprocess
+from feature_kernels import DataPlane
+from scoring_server.loader import EntityLookup, LoadedModel, ModelLoader
 from scoring_server.settings import ServerSettings
 
-__all__ = [
-    "CHALLENGER",
-    "CHAMPION",
-    "ControlProcess",
-    "ModelWatcher",
-]
+__all__ = ["CHALLENGER", "CHAMPION", "ControlPlane", "start_data_plane"]
 
 log = logging.getLogger("scoring_server.control")
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-_RESTART_BACKOFF_SECONDS = 1.0
+_CHECK_SECONDS = 0.5
+"""How often the data plane's health is checked between registry polls."""
+
+
+def start_data_plane(settings: ServerSettings) -> DataPlane:
+    """The data plane of ``settings`` (ports bound; raises ``OSError`` when one cannot be)."""
+    return DataPlane(
+        host=settings.host,
+        grpc_port=settings.grpc_port,
+        metrics_host=settings.host,
+        metrics_port=settings.metrics_port,
+        threads=settings.data_plane_threads,
+        max_message_bytes=settings.max_message_bytes,
+        max_batch=settings.max_batch_size,
+        stream_batch_max=settings.stream_batch_max,
+        stream_batch_wait=settings.stream_batch_wait_seconds,
+        stream_queue=settings.stream_queue_size,
+        stream_id_window=settings.stream_id_window,
+        store_url=settings.redis_url,
+        store_cluster=settings.redis_cluster,
+        store_timeout=settings.feature_store_timeout_seconds,
+        policy=settings.policy().rule,
+        predictor=settings.predictor,
+        evaluation_dir=settings.evaluation_dir(),
+        log_predictions=settings.log_predictions,
+        shutdown_grace=settings.shutdown_grace_seconds,
+        tls_cert=settings.tls_cert_file,
+        tls_key=settings.tls_key_file,
+        tls_client_ca=settings.tls_client_ca_file,
+        keepalive=settings.keepalive_seconds,
+        max_concurrent_streams=settings.max_concurrent_streams,
+    )
 
 
 def read_routing(registry: MlflowRegistry, model_name: str) -> Routing:
@@ -61,23 +90,96 @@ def read_routing(registry: MlflowRegistry, model_name: str) -> Routing:
         return Routing()
 
 
-@dataclass
-class ModelWatcher:
-    """One poll of the registry turned into a serving manifest; refused versions are remembered
-    so they are not retried until their alias moves to another version."""
+def _release_memory() -> None:
+    """Hand memory freed by a load (downloads, gates) back to the OS: the process stays small."""
+    gc.collect()
+    libc = ctypes.util.find_library("c")
+    if libc:
+        try:
+            ctypes.CDLL(libc).malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc: nothing to trim
+            pass
 
-    loader: ModelLoader
+
+@dataclass
+class ControlPlane:
+    settings: ServerSettings
+    plane: DataPlane
     registry: MlflowRegistry
-    metrics: ServerMetrics
-    manifest_path: Path
-    generation: int = 0
-    current: dict[str, Variant | None] = field(default_factory=dict)
+    loader: ModelLoader
+    served: dict[str, LoadedModel | None] = field(default_factory=dict)
     routing: Routing = field(default_factory=Routing)
     refused: dict[str, str] = field(default_factory=dict)
-    """alias -> version refused last."""
+    """alias -> version refused last (not retried until the alias moves)."""
+    stop: threading.Event = field(default_factory=threading.Event)
 
-    def poll(self) -> bool:
-        """Check the registry once; returns True when a new manifest was published."""
+    @classmethod
+    def create(cls, settings: ServerSettings) -> ControlPlane:
+        try:
+            plane = start_data_plane(settings)
+        except OSError as e:
+            raise SystemExit(f"cannot bind gRPC or metrics: {e}") from e
+        registry = MlflowRegistry(settings.tracking_uri())
+        loader = ModelLoader(
+            registry,
+            model_name=settings.model_name,
+            state_dir=settings.state_dir,
+            parity_tolerance=settings.parity_tolerance,
+            parallel_units=settings.compile_parallel_units,
+            reason_codes=settings.reason_codes,
+            additivity_tolerance=settings.additivity_tolerance,
+            predictor=settings.predictor,
+        )
+        return cls(settings, plane, registry, loader)
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        s = self.settings
+        if s.tls_cert_file is None and s.host not in ("127.0.0.1", "::1", "localhost"):
+            log.warning(
+                "gRPC on %s without TLS: set ALTSCORE_TLS_CERT_FILE and ALTSCORE_TLS_KEY_FILE",
+                s.host,
+            )
+        try:
+            self._poll()
+            self.plane.serve()
+            log.info(
+                "serving gRPC on %s:%d (%s), metrics on http://%s:%d/metrics%s",
+                s.host,
+                self.plane.grpc_port,
+                "TLS" if s.tls_cert_file else "plaintext",
+                s.host,
+                self.plane.metrics_port,
+                "" if self.served.get(CHAMPION) else " (health NOT_SERVING until a model loads)",
+            )
+            return self._watch()
+        finally:
+            log.info("draining")
+            self.plane.shutdown(s.shutdown_grace_seconds)
+            log.info("stopped")
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.stop.set()
+
+    def _watch(self) -> int:
+        waited = 0.0
+        while not self.stop.wait(_CHECK_SECONDS):
+            if not self.plane.running:
+                log.error("the data plane stopped serving: exiting so the process is replaced")
+                return 1
+            waited += _CHECK_SECONDS
+            if waited >= self.settings.registry_poll_seconds:
+                waited = 0.0
+                try:
+                    self._poll()
+                except Exception:  # the watcher must survive anything one poll hits
+                    log.exception("registry poll failed; retrying")
+        log.info("signal received")
+        return 0
+
+    def _poll(self) -> bool:
+        """Check the registry once; returns True when what is served changed."""
         name = self.loader.model_name
         try:
             routing = read_routing(self.registry, name)
@@ -87,40 +189,48 @@ class ModelWatcher:
         champion = self._gated(CHAMPION, required=True)
         challenger = self._gated(CHALLENGER, required=False) if routing.mode != "off" else None
         wanted = {CHAMPION: champion, CHALLENGER: challenger}
-        if wanted == self.current and routing == self.routing:
+        if wanted == self.served and routing == self.routing:
             return False
-        self.current, self.routing = wanted, routing
-        self.generation += 1
-        ServingManifest(name, self.generation, champion, challenger, routing).write(
-            self.manifest_path
-        )
-        log.info(
-            "serving manifest %d: champion %s, challenger %s, routing %s share %.3f",
-            self.generation,
-            f"v{champion.version}" if champion else "none",
-            f"v{challenger.version}" if challenger else "none",
+        self.served, self.routing = wanted, routing
+        self.plane.set_models(
+            None if champion is None else champion.serving,
+            None if challenger is None else challenger.serving,
             routing.mode,
             routing.challenger_share,
         )
+        for alias, model in wanted.items():
+            if model is None:
+                self.plane.clear_parity(alias)
+            else:
+                self.plane.set_parity(alias, model.parity_max_abs_diff)
+        if champion is not None:
+            self.plane.set_compile_seconds(champion.compiled.compile_seconds)
+            log.info(
+                "serving %s v%s%s",
+                name,
+                champion.ref.version,
+                f", challenger v{challenger.ref.version} ({routing.mode})" if challenger else "",
+            )
+        _release_memory()
         return True
 
-    def _gated(self, alias: str, *, required: bool) -> Variant | None:
-        """The variant to serve for ``alias``: the new version if it passed every gate, else the
-        one already serving."""
-        serving = self.current.get(alias)
+    def _gated(self, alias: str, *, required: bool) -> LoadedModel | None:
+        """What to serve under ``alias``: a new version that passed every gate, else the one
+        already serving."""
+        serving = self.served.get(alias)
         try:
             version, bundle_dir = self.loader.fetch(alias)
         except ModelNotReady as e:
             if required:
-                self.metrics.model_loads.labels("unavailable").inc()
+                self.plane.count_model_load("unavailable")
                 log.warning("no %s: %s", alias, e)
                 return serving  # a champion alias removed by mistake does not stop serving
             return None  # no challenger alias: no challenger
         except RegistryError as e:
-            self.metrics.model_loads.labels("unavailable").inc()
+            self.plane.count_model_load("unavailable")
             log.warning("registry error on %s, serving what is loaded: %s", alias, e)
             return serving
-        if serving is not None and serving.version == version.version:
+        if serving is not None and serving.ref.version == version.version:
             return serving
         if self.refused.get(alias) == version.version:
             return serving
@@ -130,135 +240,43 @@ class ModelWatcher:
             )
         except ModelRejectedError as e:
             self.refused[alias] = version.version
-            self.metrics.model_loads.labels("rejected").inc()
-            keeping = f"v{serving.version} keeps serving" if serving else "nothing to serve"
-            log.error(
-                "model refused: %s v%s (%s): %s; %s", alias, version.version, alias, e, keeping
-            )
+            self.plane.count_model_load("rejected")
+            keeping = f"v{serving.ref.version} keeps serving" if serving else "nothing to serve"
+            log.error("model refused: %s v%s: %s; %s", alias, version.version, e, keeping)
             return serving
-        model.runtime.unload()  # gated here; the workers load their own copy from the cache
-        self.metrics.model_loads.labels("loaded").inc()
-        self.metrics.compile_seconds.set(model.runtime.compile_seconds)
-        return Variant(version.version, str(bundle_dir))
+        self._prepare_store(model)
+        self.plane.count_model_load("loaded")
+        return model
+
+    def _prepare_store(self, model: LoadedModel) -> None:
+        """The embedded store gets the model's entity snapshot; a Redis connection is opened
+        before the first request needs it."""
+        entity = model.entity
+        if entity is None:
+            return
+        if self.plane.embedded_store:
+            path = model.bundle.entities_path
+            if path is None:
+                log.warning(
+                    "%s v%s has entity inputs but no snapshot: every applicant is new",
+                    model.ref.name,
+                    model.ref.version,
+                )
+                return
+            written = self.plane.publish_embedded(
+                entity.namespace, f"model-{model.ref.version}", _snapshot_rows(path, entity)
+            )
+            log.info("embedded feature store: %d entities for %s", written, entity.namespace)
+            return
+        problem = self.plane.warm_up_store(entity.namespace, 2.0)
+        if problem is None:
+            log.info("feature store ready for %s", entity.namespace)
+        else:
+            log.warning("feature store not ready yet (requests will retry): %s", problem)
 
 
-class ControlProcess:
-    def __init__(self, settings: ServerSettings, run_dir: Path) -> None:
-        self.settings = settings
-        self.run_dir = run_dir
-        self.manifest_path = run_dir / "manifest.json"
-        self.metrics = ServerMetrics()
-        self.registry = MlflowRegistry(settings.tracking_uri())
-        self.watcher = ModelWatcher(
-            ModelLoader(
-                self.registry,
-                model_name=settings.model_name,
-                state_dir=settings.state_dir,
-                parity_tolerance=settings.parity_tolerance,
-                parallel_units=settings.compile_parallel_units,
-                reason_codes=settings.reason_codes,
-                additivity_tolerance=settings.additivity_tolerance,
-            ),
-            self.registry,
-            self.metrics,
-            self.manifest_path,
-        )
-        self._stop = threading.Event()
-        self._workers: dict[int, subprocess.Popen[bytes]] = {}
-        self._port_guard: socket.socket | None = None
-        self.grpc_port = 0
+def _snapshot_rows(path: Path, entity: EntityLookup) -> list[tuple[str, dict[str, float | str]]]:
+    import polars as pl
 
-    def run(self) -> int:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._on_signal)
-        self.grpc_port = self._reserve_port()
-        metrics_port = serve_multiprocess(self.settings.host, self.settings.metrics_port)
-        for index in range(self.settings.workers):
-            self._spawn(index)
-        log.info(
-            "serving gRPC on %s:%d with %d worker process(es), metrics on http://%s:%d/metrics "
-            "(health NOT_SERVING until a model is loaded)",
-            self.settings.host,
-            self.grpc_port,
-            self.settings.workers,
-            self.settings.host,
-            metrics_port,
-        )
-        watcher = threading.Thread(target=self._watch, name="model-watcher", daemon=True)
-        watcher.start()
-        self._supervise()
-        log.info("signal received: draining")
-        self._stop_workers()
-        shutil.rmtree(self.run_dir, ignore_errors=True)
-        log.info("stopped")
-        return 0
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self._stop.set()
-
-    def _reserve_port(self) -> int:
-        """Find the port and hold it for the workers. A plain bind first, so a port another
-        server already listens on fails here (with SO_REUSEPORT alone a second server would
-        silently share it); then a bound, never listening, SO_REUSEPORT socket keeps it ours
-        while workers start and restart (port 0 becomes one concrete port they all share)."""
-        host, port = self.settings.host, self.settings.grpc_port
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        try:
-            with socket.socket(family, socket.SOCK_STREAM) as probe:
-                probe.bind((host, port))
-                port = int(probe.getsockname()[1])
-            guard = socket.socket(family, socket.SOCK_STREAM)
-            guard.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            guard.bind((host, port))
-        except OSError as e:
-            raise SystemExit(f"cannot bind gRPC on {host}:{self.settings.grpc_port}: {e}") from e
-        self._port_guard = guard
-        return port
-
-    def _spawn(self, index: int) -> None:
-        env = {
-            **os.environ,
-            "ALTSCORE_WORKER_INDEX": str(index),
-            "ALTSCORE_GRPC_PORT": str(self.grpc_port),
-            "ALTSCORE_MANIFEST_PATH": str(self.manifest_path),
-        }
-        proc = subprocess.Popen([sys.executable, "-m", "scoring_server"], env=env)
-        self._workers[index] = proc
-        log.info("worker %d started (pid %d)", index, proc.pid)
-
-    def _watch(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.watcher.poll()
-            except Exception:  # the watcher must survive anything one poll hits
-                log.exception("registry poll failed; retrying")
-            self._stop.wait(self.settings.registry_poll_seconds)
-
-    def _supervise(self) -> None:
-        from prometheus_client import multiprocess
-
-        while not self._stop.wait(0.5):
-            for index, proc in list(self._workers.items()):
-                code = proc.poll()
-                if code is None or self._stop.is_set():
-                    continue
-                self.metrics.worker_restarts.inc()
-                multiprocess.mark_process_dead(proc.pid)  # type: ignore[no-untyped-call]
-                log.error("worker %d (pid %d) exited with %s; restarting", index, proc.pid, code)
-                time.sleep(_RESTART_BACKOFF_SECONDS)
-                self._spawn(index)
-
-    def _stop_workers(self) -> None:
-        for proc in self._workers.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + self.settings.shutdown_grace_seconds + 10.0
-        for index, proc in self._workers.items():
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log.error("worker %d (pid %d) did not stop in time: killed", index, proc.pid)
-                proc.kill()
-                proc.wait()
-        if self._port_guard is not None:
-            self._port_guard.close()
+    records = pl.read_parquet(path).iter_rows(named=True)
+    return list(rows_from_records(records, id_field=ENTITY_ID, categorical=entity.categorical))

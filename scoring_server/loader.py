@@ -1,4 +1,6 @@
-"""Loading a registered model: download, schema check, compile (cached), parity gate."""
+"""Loading a registered model for the data plane: download, schema check, compile (cached, in a
+child process), then the gates (parity of every predictor with XGBoost, TreeSHAP additivity),
+and the ``feature_kernels.ServingModel`` the data plane serves."""
 
 from __future__ import annotations
 
@@ -12,16 +14,27 @@ import numpy as np
 
 from credit_core import ModelBundle, ModelNotReady, ModelRef, ModelRejectedError, SchemaMismatch
 from credit_core.registry import ModelRegistry, ModelVersionRef
-from feature_kernels import FeaturePipeline, FeatureSpec, SpecError, load_spec
-from scoring_server.explain import Explainer
-from scoring_server.runtime import CompiledModel
+from feature_kernels import (
+    FeaturePipeline,
+    ModelFormatError,
+    ServingModel,
+    SpecError,
+    TreeEnsemble,
+    load_spec,
+    logistic,
+)
+from scoring_server.compile import Compiled, compiled_library
+from scoring_server.model_info import model_info
 
-__all__ = ["EntityLookup", "LoadedModel", "ModelLoader"]
+__all__ = ["PREDICTORS", "EntityLookup", "LoadedModel", "ModelLoader"]
 
 log = logging.getLogger(__name__)
 
 ADDITIVITY_ROWS = 256
 """Reference rows whose explanations are checked at load (base + SHAP = XGBoost's margin)."""
+
+PREDICTORS = ("native", "tl2cgen")
+"""Every predictor the data plane can serve with; the parity gate checks all of them."""
 
 
 @dataclass(frozen=True)
@@ -35,7 +48,8 @@ class EntityLookup:
     optional: bool
 
     @classmethod
-    def of(cls, spec: FeatureSpec) -> EntityLookup | None:
+    def of(cls, pipeline: FeaturePipeline) -> EntityLookup | None:
+        spec = pipeline.spec
         names = tuple(spec.entity_inputs())
         if not names or spec.entity is None:
             return None
@@ -50,24 +64,30 @@ class EntityLookup:
 
 @dataclass
 class LoadedModel:
-    """A model ready to serve: its spec pipeline and its compiled runtime."""
+    """A gated model: what the data plane serves, and what the control plane knows of it."""
 
     ref: ModelRef
     bundle: ModelBundle
     pipeline: FeaturePipeline
-    runtime: CompiledModel
+    serving: ServingModel
+    compiled: Compiled
     parity_max_abs_diff: float
-    explainer: Explainer
+    """Largest |PD - XGBoost's PD| of any predictor on the reference rows."""
     additivity_max_abs_diff: float
     """Largest |base + sum(SHAP) - XGBoost margin| on the reference rows checked at load."""
+    entity: EntityLookup | None
     loaded_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
 
-    @property
-    def entity(self) -> EntityLookup | None:
-        return self._entity
 
-    def __post_init__(self) -> None:
-        self._entity = EntityLookup.of(self.pipeline.spec)
+def reason_groups(pipeline: FeaturePipeline) -> list[tuple[str, str, list[int]]]:
+    """``(code, text, model columns)`` per spec feature, in spec order: the one-hot columns of a
+    feature are one reason."""
+    columns: dict[str, list[int]] = {}
+    texts: dict[str, str] = {}
+    for i, (_, feature) in enumerate(pipeline.spec.output_features()):
+        columns.setdefault(feature.name, []).append(i)
+        texts[feature.name] = feature.reason
+    return [(code, texts[code], cols) for code, cols in columns.items()]
 
 
 class ModelLoader:
@@ -81,7 +101,10 @@ class ModelLoader:
         parallel_units: int,
         reason_codes: int = 4,
         additivity_tolerance: float = 1e-4,
+        predictor: str = "native",
     ) -> None:
+        if predictor not in PREDICTORS:
+            raise ValueError(f"predictor must be one of {PREDICTORS}, got {predictor!r}")
         self.registry = registry
         self.model_name = model_name
         state_dir = state_dir.resolve()  # MLflow answers with absolute paths
@@ -91,6 +114,7 @@ class ModelLoader:
         self.parallel_units = parallel_units
         self.reason_codes = reason_codes
         self.additivity_tolerance = additivity_tolerance
+        self.predictor = predictor
 
     def resolve(self, alias: str) -> ModelVersionRef:
         if self.registry is None:
@@ -113,8 +137,8 @@ class ModelLoader:
         return self.load_bundle(bundle_dir, ModelRef(self.model_name, version.version, alias))
 
     def load_bundle(self, bundle_dir: Path, ref: ModelRef) -> LoadedModel:
-        """Load a downloaded bundle without the registry (what serving workers do): spec and
-        schema checks, compile (or reuse the cached library), parity gate."""
+        """Load a downloaded bundle: spec and schema checks, compile (or reuse the cached
+        library), the parity and additivity gates. Raises ``ModelRejectedError``."""
         version = ref.version
         bundle = ModelBundle.read(bundle_dir)
         try:
@@ -128,51 +152,83 @@ class ModelLoader:
             )
         if pipeline.feature_names != bundle.feature_names:
             raise SchemaMismatch(f"version {version}: feature names differ from its spec")
-        runtime = CompiledModel.build(bundle, self.cache_dir, self.parallel_units)
-        reference = bundle.reference()
-        expected = 1.0 / (1.0 + np.exp(-reference.margin))
-        diff = max(  # the native evaluator (serves) and the compiled library (cross-check) pass
-            float(np.max(np.abs(runtime.predict_rows(reference.features) - expected))),
-            float(np.max(np.abs(runtime.predict_batch(reference.features) - expected))),
-        )
-        if not diff <= self.parity_tolerance:  # NaN fails too
-            runtime.unload()
+        compiled = compiled_library(bundle, self.cache_dir, self.parallel_units)
+        try:
+            ensemble = TreeEnsemble.from_json(bundle.booster_path.read_text())
+        except (OSError, ModelFormatError) as e:
+            raise ModelRejectedError(f"version {version}: native evaluator: {e}") from e
+        if ensemble.n_features != pipeline.n_features:
             raise ModelRejectedError(
-                f"version {version}: compiled predictions differ from XGBoost's by "
+                f"version {version}: the booster has {ensemble.n_features} features, "
+                f"the spec gives {pipeline.n_features}"
+            )
+        entity = EntityLookup.of(pipeline)
+        try:
+            serving = ServingModel(
+                pipeline.plan,
+                ensemble,
+                name=ref.name,
+                version=version,
+                variant="challenger" if ref.variant == "challenger" else "champion",
+                reasons=reason_groups(pipeline),
+                top_k=self.reason_codes,
+                entity=None
+                if entity is None
+                else (
+                    entity.namespace,
+                    [(n, n in entity.overridable) for n in entity.inputs],
+                    entity.optional,
+                ),
+                model_info=model_info(pipeline, bundle),
+                compiled_library=compiled.library,
+                predictor=self.predictor,
+            )
+        except (OSError, ValueError) as e:
+            raise ModelRejectedError(f"version {version}: {e}") from e
+        reference = bundle.reference()
+        expected = logistic(reference.margin)
+        diffs = {
+            p: float(np.max(np.abs(serving.predict(reference.features, p) - expected)))
+            for p in PREDICTORS
+        }
+        diff = max(diffs.values())
+        if not diff <= self.parity_tolerance:  # NaN fails too
+            worst = max(diffs, key=lambda p: diffs[p])
+            raise ModelRejectedError(
+                f"version {version}: {worst} predictions differ from XGBoost's by "
                 f"{diff:.3g} > {self.parity_tolerance:g} on {len(expected)} reference rows"
             )
-        if runtime.ensemble is None:
-            runtime.unload()
-            raise ModelRejectedError(f"version {version}: no native evaluator to explain with")
-        explainer = Explainer(runtime.ensemble, pipeline, self.reason_codes)
-        rows = reference.features[:ADDITIVITY_ROWS]
-        base, values = explainer.contributions(rows)
+        rows = np.ascontiguousarray(reference.features[:ADDITIVITY_ROWS], dtype=np.float32)
+        base, values = ensemble.shap(rows)
         additivity = float(
             np.max(np.abs(base + values.sum(axis=1) - reference.margin[:ADDITIVITY_ROWS]))
         )
         if not additivity <= self.additivity_tolerance:
-            runtime.unload()
             raise ModelRejectedError(
                 f"version {version}: TreeSHAP base + contributions differ from XGBoost's margin "
                 f"by {additivity:.3g} > {self.additivity_tolerance:g} on {len(rows)} reference rows"
             )
         log.info(
-            "loaded %s version %s (%s): parity max |diff| %.3g on %d rows, SHAP additivity %.3g",
+            "loaded %s version %s (%s): parity max |diff| %.3g on %d rows (%s), "
+            "SHAP additivity %.3g; serving with the %s predictor",
             ref.name,
             version,
             ref.variant,
             diff,
             len(expected),
+            ", ".join(f"{p} {d:.2g}" for p, d in diffs.items()),
             additivity,
+            self.predictor,
         )
         return LoadedModel(
             ref=ref,
             bundle=bundle,
             pipeline=pipeline,
-            runtime=runtime,
+            serving=serving,
+            compiled=compiled,
             parity_max_abs_diff=diff,
-            explainer=explainer,
             additivity_max_abs_diff=additivity,
+            entity=entity,
         )
 
     def _download(self, version: ModelVersionRef) -> Path:

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from credit_core import ScoringPolicy
-from scoring_server.batching import StreamBatching
 
 __all__ = ["ServerSettings"]
 
 _POLICY = ScoringPolicy()
-_BATCHING = StreamBatching()
 
 
 class ServerSettings(BaseSettings):
@@ -37,8 +36,11 @@ class ServerSettings(BaseSettings):
     redis_url: str | None = Field(
         None, validation_alias=AliasChoices("ALTSCORE_REDIS_URL", "REDIS_URL")
     )
-    """Online feature store (``REDIS_URL`` works too). Unset: the embedded in-process store,
-    filled from the served model's entity snapshot."""
+    """Online feature store (``REDIS_URL`` works too; with ``redis_cluster``, the seed nodes,
+    comma-separated). Unset: the embedded in-process store, filled from the served model's
+    entity snapshot."""
+    redis_cluster: bool = False
+    """``redis_url`` names the seed nodes of a Redis Cluster."""
 
     @field_validator("redis_url")
     @classmethod
@@ -48,9 +50,10 @@ class ServerSettings(BaseSettings):
     feature_store_timeout_seconds: float = Field(0.025, gt=0)
     """Longest wait for one feature-store lookup; then the answer is degraded or UNAVAILABLE."""
     registry_poll_seconds: float = Field(5.0, gt=0)
-    """While no champion exists, how often the registry is asked again."""
+    """How often the registry is asked for the aliases and the routing."""
     parity_tolerance: float = Field(1e-5, gt=0)
-    """Largest |compiled PD - XGBoost PD| on the reference sample a model may show."""
+    """Largest |served PD - XGBoost PD| on the reference sample a model may show, for every
+    predictor."""
     reason_codes: int = Field(4, ge=1, le=20)
     """Most reason codes in an explanation (adverse-action notices commonly give four)."""
     additivity_tolerance: float = Field(1e-4, gt=0)
@@ -58,42 +61,44 @@ class ServerSettings(BaseSettings):
     the reference sample; above it the model is refused."""
     compile_parallel_units: int = Field(8, ge=1)
     """TL2cgen ``parallel_comp``: translation units the trees are split into."""
+    predictor: Literal["native", "tl2cgen"] = "native"
+    """What computes the PD: the native tree evaluator (measured faster, see
+    ``benchmarks/RESULTS.md``) or the TL2cgen-compiled library. Both pass the parity gate."""
     max_batch_size: int = Field(1000, ge=1)
-    """Most applicants in one ScoreBatch call."""
+    """Most applicants in one ScoreBatch call (and outcomes in one ReportOutcome)."""
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     """Largest request message accepted (larger ones: RESOURCE_EXHAUSTED)."""
     stream_id_window: int = Field(65536, ge=1)
     """Request ids remembered per stream to reject duplicates."""
-    stream_batch_max: int = Field(_BATCHING.max_batch, ge=1)
-    """ScoreStream: most messages scored together (one kernel call + one predict call)."""
-    stream_batch_wait_seconds: float = Field(_BATCHING.max_wait_seconds, ge=0)
-    """ScoreStream: after a batch's first message, how long to wait for more."""
-    stream_queue_size: int = Field(_BATCHING.queue_size, ge=1)
+    stream_batch_max: int = Field(64, ge=1)
+    """ScoreStream: most messages scored together (one kernel pass + one predict call)."""
+    stream_batch_wait_seconds: float = Field(0.0, ge=0)
+    """ScoreStream: after a batch's first message, how long to wait for more (0: what has
+    arrived already)."""
+    stream_queue_size: int = Field(256, ge=1)
     """ScoreStream: messages read ahead of scoring per stream; beyond, the server stops reading."""
-    workers: int = Field(default_factory=lambda: len(os.sched_getaffinity(0)), ge=1)
-    """Serving processes sharing the gRPC port (SO_REUSEPORT); default: the cores this process
-    may run on. A control process beside them watches the registry and serves /metrics."""
-    worker_index: int | None = None
-    """Set by the control process in each worker's environment; not a user setting."""
-    manifest_path: Path | None = None
-    """Set by the control process: the serving manifest a worker follows; not a user setting."""
-    manifest_poll_seconds: float = Field(0.2, gt=0)
-    """How often a worker checks the serving manifest for a new model (one ``stat``)."""
+    data_plane_threads: int = Field(default_factory=lambda: len(os.sched_getaffinity(0)), ge=1)
+    """Threads of the data plane's runtime; default: the cores this process may run on."""
+    max_concurrent_streams: int = Field(1024, ge=1)
+    """Most concurrent calls on one HTTP/2 connection."""
+    keepalive_seconds: float = Field(30.0, gt=0)
+    """HTTP/2 keepalive ping interval; a peer that does not answer within one more is dropped."""
     evaluation_dir_override: Path | None = Field(
         None, validation_alias=AliasChoices("ALTSCORE_EVALUATION_DIR")
     )
     """Where predictions and outcomes are logged; default ``<state_dir>/evaluation``."""
     log_predictions: bool = True
     """Record every prediction (served and shadow) in the evaluation log for ``compare``."""
-    native_front_end: bool = True
-    """Each worker serves the gRPC port with the native front end (Rust, its own threads): it
-    answers ``Score`` / ``ScoreBatch`` calls that need only the request's features itself and
-    passes every other call to the worker's grpc.aio server on a private Unix socket. False: the
-    grpc.aio server listens on the port itself (every call through Python)."""
-    front_end_threads: int = Field(1, ge=1)
-    """Threads of each worker's native front end."""
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Level of the log lines (control plane and data plane)."""
     shutdown_grace_seconds: float = Field(5.0, ge=0)
     """On SIGTERM: time in-flight calls get to finish."""
+    tls_cert_file: Path | None = None
+    """PEM certificate (chain) of the gRPC port; with ``tls_key_file``, the port speaks TLS."""
+    tls_key_file: Path | None = None
+    """PEM private key of ``tls_cert_file``."""
+    tls_client_ca_file: Path | None = None
+    """PEM CA bundle: when set, clients must present a certificate it signed (mTLS)."""
     base_score: float = _POLICY.base_score
     """Points at ``base_odds`` (odds of good)."""
     base_odds: float = _POLICY.base_odds
@@ -104,6 +109,15 @@ class ServerSettings(BaseSettings):
     """PD below this: APPROVE."""
     decline_from: float = _POLICY.decline_from
     """PD at or above this: DECLINE (between: REVIEW)."""
+
+    @model_validator(mode="after")
+    def _tls_pairs(self) -> ServerSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("set both ALTSCORE_TLS_CERT_FILE and ALTSCORE_TLS_KEY_FILE, or none")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("ALTSCORE_TLS_CLIENT_CA_FILE needs the server's own certificate")
+        self.policy()  # the policy parameters must make a policy
+        return self
 
     def tracking_uri(self) -> str:
         from credit_core.registry import local_tracking_uri

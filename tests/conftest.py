@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,19 @@ class ServerProcess:
         return int(self.proc.returncode)
 
 
+def metric(srv: ServerProcess, name: str, **labels: str) -> float:
+    """The sum of the samples of ``name`` with these labels on the server's /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    body = urllib.request.urlopen(f"http://127.0.0.1:{srv.metrics_port}/metrics", timeout=5)
+    total = 0.0
+    for family in text_string_to_metric_families(body.read().decode()):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                total += s.value
+    return total
+
+
 def health_status(target: str, service: str = "") -> int:
     with grpc.insecure_channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
@@ -100,14 +114,14 @@ def health_status(target: str, service: str = "") -> int:
 def start_server(
     state_dir: Path, log_path: Path, *, wait_serving: bool, **env: str
 ) -> ServerProcess:
-    grpc_port, metrics_port = free_port(), free_port()
+    grpc_port = int(env["ALTSCORE_GRPC_PORT"]) if "ALTSCORE_GRPC_PORT" in env else free_port()
+    metrics_port = free_port()
     full_env = {
         **os.environ,
         "ALTSCORE_STATE_DIR": str(state_dir),
         "ALTSCORE_GRPC_PORT": str(grpc_port),
         "ALTSCORE_METRICS_PORT": str(metrics_port),
         "ALTSCORE_REGISTRY_POLL_SECONDS": "1",
-        "ALTSCORE_WORKERS": "1",  # tests that need more set it
         **env,
     }
     log_file = log_path.open("wb")

@@ -52,6 +52,12 @@ class RedisServer:
         self.log_path = workdir / f"redis-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
+    def version(self) -> str:
+        """The server's version (``redis-server --version``)."""
+        out = subprocess.run([self.binary, "--version"], capture_output=True, text=True).stdout
+        word = next((w for w in out.split() if w.startswith("v=")), "v=?")
+        return word.removeprefix("v=")
+
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"

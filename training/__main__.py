@@ -62,7 +62,7 @@ def _default_data(settings: TrainingSettings, console: Console) -> Path:
 
 def _publish(ns: argparse.Namespace, settings: TrainingSettings, console: Console) -> int:
     from credit_core import CreditError
-    from credit_core.feature_store import store_from_url
+    from credit_core.feature_store import RedisFeatureStore
     from feature_kernels import SpecError, load_spec
     from training.publish import publish_entities
 
@@ -74,7 +74,7 @@ def _publish(ns: argparse.Namespace, settings: TrainingSettings, console: Consol
         return 2
     try:
         spec = load_spec(ns.spec)
-        store = store_from_url(settings.redis_url)
+        store = RedisFeatureStore(settings.redis_url)
         version, rows = publish_entities(
             spec,
             ns.data.parent,

@@ -1,505 +1,393 @@
-//! The feature plan: a normalised feature spec (built and validated by the Python side from the
-//! YAML file), resolved to slots once, then evaluated per row. Both call paths evaluate rows with
-//! [`Plan::eval_row`], so they agree bit for bit.
+//! `FeaturePlan`: a feature spec compiled to the kernels' plan, with its column path (training,
+//! drift) and row path (tests, and the parity of the serving decoder with protobuf).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use altscore_kernels::plan::{InputSlot, Plan, RowInputs};
+use altscore_kernels::row::{RowBuilder, RowInput};
+use altscore_kernels::{KernelError, Violation, ViolationKind};
+use numpy::ndarray::Array2;
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyList, PyString, PyTuple};
 
-use crate::error::{KernelError, Violation};
-use crate::kernels::{categorical, numeric, to_output};
+use crate::errors::to_py_err;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum InputKind {
-    Number,
-    Integer,
-    Categorical,
-}
+/// Most violations reported per column by the column path.
+const MAX_COLUMN_VIOLATIONS: usize = 20;
 
-/// What a missing (absent, null or missing-coded) value becomes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "strategy", rename_all = "snake_case")]
-pub enum MissingPolicy {
-    /// Left missing: NaN for the model (`XGBoost` learns a default direction).
-    Nan,
-    /// Imputed with a number.
-    Constant { value: f64 },
-    /// Imputed with a category.
-    Category { value: String },
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct InputDef {
-    pub name: String,
-    pub kind: InputKind,
-    pub required: bool,
-    pub min: Option<f64>,
-    pub max: Option<f64>,
-    #[serde(default)]
-    pub missing_codes: Vec<f64>,
-    pub missing: MissingPolicy,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum UnknownPolicy {
-    /// An unknown category is a bad input.
-    Error,
-    /// An unknown category becomes missing (ordinal) or all zeros (one-hot).
-    Missing,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Op {
-    Value {
-        input: String,
-    },
-    Clip {
-        input: String,
-        min: Option<f64>,
-        max: Option<f64>,
-    },
-    Log1p {
-        input: String,
-    },
-    Ratio {
-        numerator: String,
-        denominator: String,
-        on_zero: Option<f64>,
-    },
-    Bucketize {
-        input: String,
-        boundaries: Vec<f64>,
-    },
-    MissingIndicator {
-        input: String,
-    },
-    Difference {
-        left: String,
-        right: String,
-        scale: f64,
-    },
-    Ordinal {
-        input: String,
-        mapping: BTreeMap<String, f64>,
-        unknown: UnknownPolicy,
-    },
-    OneHot {
-        input: String,
-        categories: Vec<String>,
-        unknown: UnknownPolicy,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FeatureDef {
-    pub name: String,
-    pub op: Op,
-    pub output: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PlanDef {
-    pub name: String,
-    pub version: u32,
-    pub inputs: Vec<InputDef>,
-    pub features: Vec<FeatureDef>,
-    /// How entity inputs are aggregated offline: not evaluated here, but part of the schema hash.
-    /// Left out of the canonical form when absent, so specs without entities keep their hash.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub entity: Option<serde_json::Value>,
-}
-
-/// A numeric operand: a numeric input or an earlier derived feature, as a slot index.
-#[derive(Debug, Clone, Copy)]
-struct Slot(usize);
-
-#[derive(Debug, Clone)]
-enum Step {
-    Value(Slot),
-    Clip(Slot, Option<f64>, Option<f64>),
-    Log1p(Slot),
-    Ratio(Slot, Slot, Option<f64>),
-    Bucketize(Slot, Vec<f64>),
-    MissingIndicator(Slot),
-    CategoryMissing(usize),
-    Difference(Slot, Slot, f64),
-    Ordinal(usize, BTreeMap<String, f64>, UnknownPolicy),
-    OneHot(usize, Vec<String>, UnknownPolicy),
-}
-
-/// Where an input lives once resolved: a numeric slot or a categorical index.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InputSlot {
-    Numeric(usize),
-    Categorical(usize),
-}
-
-#[derive(Debug, Clone)]
-pub struct Plan {
-    pub def: PlanDef,
-    steps: Vec<(Step, usize)>, // (step, first slot it writes)
-    n_slots: usize,
-    /// Numeric input `i` lives in slot `numeric_inputs[i]` (= i).
-    pub numeric_inputs: Vec<usize>,
-    pub categorical_inputs: Vec<usize>,
-    /// Input name -> where it lives.
-    pub by_name: HashMap<String, InputSlot>,
-    output_slots: Vec<usize>,
-    pub output_names: Vec<String>,
-    pub schema_hash: String,
-    /// Row-path field name of each input (`numeric.<name>` / `categorical.<name>`), made once:
-    /// the row path names a field only when it reports it, but must not format it per row.
-    fields: Vec<String>,
-}
-
-/// Validated input values of one row, ready for [`Plan::eval_row`].
-pub struct RowInputs<'a> {
-    pub numeric: Vec<f64>,
-    pub categorical: Vec<Option<&'a str>>,
-}
-
-impl Plan {
-    pub fn from_json(json: &str) -> Result<Self, KernelError> {
-        let def: PlanDef =
-            serde_json::from_str(json).map_err(|e| KernelError::Plan(e.to_string()))?;
-        Self::new(def)
+pub fn violations_to_py<'py>(py: Python<'py>, v: &[Violation]) -> PyResult<Bound<'py, PyList>> {
+    let list = PyList::empty(py);
+    for x in v {
+        list.append(PyTuple::new(py, [x.field.as_str(), &*x.description])?)?;
     }
+    Ok(list)
+}
 
-    #[allow(clippy::too_many_lines)]
-    pub fn new(def: PlanDef) -> Result<Self, KernelError> {
-        let mut by_name = HashMap::new();
-        let mut numeric_inputs = Vec::new();
-        let mut categorical_inputs = Vec::new();
-        for (i, input) in def.inputs.iter().enumerate() {
-            let slot = if input.kind == InputKind::Categorical {
-                categorical_inputs.push(i);
-                InputSlot::Categorical(categorical_inputs.len() - 1)
+/// A request row as two Python dicts (`numeric`, `categorical`).
+struct DictRow<'a, 'py> {
+    numeric: &'a Bound<'py, PyDict>,
+    categorical: &'a Bound<'py, PyDict>,
+}
+
+impl RowInput for DictRow<'_, '_> {
+    type Error = PyErr;
+
+    fn read_into(self, row: &mut RowBuilder<'_>) -> PyResult<()> {
+        for (k, v) in self.numeric.iter() {
+            let key: String = k.extract()?;
+            match v.extract::<f64>() {
+                Ok(x) if !v.is_instance_of::<PyBool>() => row.numeric(&key, x),
+                _ => row.numeric_not_a_number(&key),
+            }
+        }
+        for (k, v) in self.categorical.iter() {
+            let key: String = k.extract()?;
+            if let Ok(s) = v.cast::<PyString>() {
+                row.categorical(&key, s.to_str()?);
             } else {
-                numeric_inputs.push(i);
-                InputSlot::Numeric(numeric_inputs.len() - 1)
-            };
-            if by_name.insert(input.name.clone(), slot).is_some() {
-                return Err(KernelError::Plan(format!(
-                    "duplicate input {:?}",
-                    input.name
-                )));
-            }
-            if let (Some(lo), Some(hi)) = (input.min, input.max) {
-                if lo > hi {
-                    return Err(KernelError::Plan(format!(
-                        "input {:?}: min {lo} > max {hi}",
-                        input.name
-                    )));
-                }
+                row.categorical_not_a_string(&key);
             }
         }
-        // Derived features are numeric and named; they may feed later features.
-        let mut derived: HashMap<String, usize> = HashMap::new();
-        let mut derived_names = std::collections::HashSet::new();
-        let mut n_slots = numeric_inputs.len();
-        let mut steps = Vec::with_capacity(def.features.len());
-        let mut output_slots = Vec::new();
-        let mut output_names = Vec::new();
-        for f in &def.features {
-            // Operands name inputs first; a derived feature is reached only by a name no input has.
-            let num = |name: &str| -> Result<Slot, KernelError> {
-                match by_name.get(name) {
-                    Some(InputSlot::Numeric(i)) => Ok(Slot(*i)),
-                    Some(InputSlot::Categorical(_)) => Err(KernelError::Plan(format!(
-                        "feature {:?}: input {name:?} is categorical, a numeric operand is needed",
-                        f.name
-                    ))),
-                    None => derived.get(name).map(|s| Slot(*s)).ok_or_else(|| {
-                        KernelError::Plan(format!("feature {:?}: unknown operand {name:?}", f.name))
-                    }),
-                }
-            };
-            let cat = |name: &str| -> Result<usize, KernelError> {
-                match by_name.get(name) {
-                    Some(InputSlot::Categorical(i)) => Ok(*i),
-                    _ => Err(KernelError::Plan(format!(
-                        "feature {:?}: operand {name:?} is not a categorical input",
-                        f.name
-                    ))),
-                }
-            };
-            let (step, width) = match &f.op {
-                Op::Value { input } => (Step::Value(num(input)?), 1),
-                Op::Clip { input, min, max } => (Step::Clip(num(input)?, *min, *max), 1),
-                Op::Log1p { input } => (Step::Log1p(num(input)?), 1),
-                Op::Ratio {
-                    numerator,
-                    denominator,
-                    on_zero,
-                } => (Step::Ratio(num(numerator)?, num(denominator)?, *on_zero), 1),
-                Op::Bucketize { input, boundaries } => {
-                    if boundaries.windows(2).any(|w| w[0] >= w[1])
-                        || boundaries.iter().any(|b| !b.is_finite())
-                    {
-                        return Err(KernelError::Plan(format!(
-                            "feature {:?}: boundaries must be finite and strictly increasing",
-                            f.name
-                        )));
-                    }
-                    (Step::Bucketize(num(input)?, boundaries.clone()), 1)
-                }
-                Op::MissingIndicator { input } => match by_name.get(input.as_str()) {
-                    Some(InputSlot::Categorical(c)) => (Step::CategoryMissing(*c), 1),
-                    _ => (Step::MissingIndicator(num(input)?), 1),
-                },
-                Op::Difference { left, right, scale } => {
-                    if !scale.is_finite() {
-                        return Err(KernelError::Plan(format!(
-                            "feature {:?}: scale must be finite",
-                            f.name
-                        )));
-                    }
-                    (Step::Difference(num(left)?, num(right)?, *scale), 1)
-                }
-                Op::Ordinal {
-                    input,
-                    mapping,
-                    unknown,
-                } => (Step::Ordinal(cat(input)?, mapping.clone(), *unknown), 1),
-                Op::OneHot {
-                    input,
-                    categories,
-                    unknown,
-                } => {
-                    if categories.is_empty() {
-                        return Err(KernelError::Plan(format!(
-                            "feature {:?}: one_hot needs at least one category",
-                            f.name
-                        )));
-                    }
-                    (
-                        Step::OneHot(cat(input)?, categories.clone(), *unknown),
-                        categories.len(),
-                    )
-                }
-            };
-            let first = n_slots;
-            n_slots += width;
-            let listed = if let Op::OneHot { .. } = f.op {
-                !derived_names.insert(f.name.clone())
-            } else {
-                !derived_names.insert(f.name.clone())
-                    || derived.insert(f.name.clone(), first).is_some()
-            };
-            if listed {
-                return Err(KernelError::Plan(format!(
-                    "duplicate feature name {:?}",
-                    f.name
-                )));
-            }
-            if f.output {
-                if let Op::OneHot { categories, .. } = &f.op {
-                    for (j, c) in categories.iter().enumerate() {
-                        output_slots.push(first + j);
-                        output_names.push(format!("{}={}", f.name, c));
-                    }
-                } else {
-                    output_slots.push(first);
-                    output_names.push(f.name.clone());
-                }
-            }
-            steps.push((step, first));
-        }
-        if output_slots.is_empty() {
-            return Err(KernelError::Plan("no output features".into()));
-        }
-        let canonical =
-            serde_json::to_string(&def).map_err(|e| KernelError::Plan(e.to_string()))?;
-        let schema_hash = format!("{:x}", Sha256::digest(canonical.as_bytes()));
-        let fields = def
-            .inputs
-            .iter()
-            .map(|input| match input.kind {
-                InputKind::Categorical => format!("categorical.{}", input.name),
-                _ => format!("numeric.{}", input.name),
+        Ok(())
+    }
+}
+
+/// A compiled feature plan. Build it from the normalised spec JSON
+/// (`feature_kernels.FeatureSpec.plan_json()`).
+#[pyclass(module = "feature_kernels._core", name = "FeaturePlan", frozen)]
+pub struct FeaturePlan {
+    pub plan: Arc<Plan>,
+}
+
+#[pymethods]
+impl FeaturePlan {
+    #[new]
+    fn new(plan_json: &str) -> PyResult<Self> {
+        Plan::from_json(plan_json)
+            .map(|plan| Self {
+                plan: Arc::new(plan),
             })
-            .collect();
-        Ok(Self {
-            def,
-            steps,
-            n_slots,
-            numeric_inputs,
-            categorical_inputs,
-            by_name,
-            output_slots,
-            output_names,
-            schema_hash,
-            fields,
-        })
+            .map_err(to_py_err)
     }
 
-    #[must_use]
-    pub fn n_outputs(&self) -> usize {
-        self.output_slots.len()
+    #[getter]
+    fn name(&self) -> &str {
+        &self.plan.def.name
     }
 
-    #[must_use]
-    pub fn n_slots(&self) -> usize {
-        self.n_slots
+    #[getter]
+    fn version(&self) -> u32 {
+        self.plan.def.version
     }
 
-    /// Field path of input `input_idx` (an index into `def.inputs`), as the row path reports it.
-    #[must_use]
-    pub fn field_of(&self, input_idx: usize) -> &str {
-        &self.fields[input_idx]
+    /// sha256 of the canonical plan: any change to inputs, operations or order changes it.
+    #[getter]
+    fn schema_hash(&self) -> &str {
+        &self.plan.schema_hash
     }
 
-    /// Check one numeric value against its input definition and apply the missing policy.
-    /// `raw == None` is an absent or null value.
-    pub fn prepare_numeric(
-        &self,
-        input: &InputDef,
-        raw: Option<f64>,
-        field: &str,
-        out: &mut Vec<Violation>,
-    ) -> f64 {
-        let value = match raw {
-            None => {
-                if input.required {
-                    out.push(Violation::new(field, "required feature is missing"));
-                    return f64::NAN;
-                }
-                None
-            }
-            Some(x) if !x.is_finite() => {
-                out.push(Violation::new(
-                    field,
-                    format!("must be a finite number, got {x}"),
-                ));
-                return f64::NAN;
-            }
-            Some(x) if input.missing_codes.contains(&x) => None,
-            Some(x) => {
-                if input.kind == InputKind::Integer && x.fract() != 0.0 {
-                    out.push(Violation::new(
-                        field,
-                        format!("must be an integer, got {x}"),
-                    ));
-                    return f64::NAN;
-                }
-                if input.min.is_some_and(|lo| x < lo) || input.max.is_some_and(|hi| x > hi) {
-                    out.push(Violation::new(
-                        field,
-                        format!(
-                            "value {x} is outside the allowed range [{}, {}]",
-                            fmt_bound(input.min),
-                            fmt_bound(input.max)
-                        ),
-                    ));
-                    return f64::NAN;
-                }
-                Some(x)
-            }
+    /// Names of the model's input columns, in vector order.
+    #[getter]
+    fn output_names(&self) -> Vec<String> {
+        self.plan.output_names.clone()
+    }
+
+    #[getter]
+    fn n_outputs(&self) -> usize {
+        self.plan.n_outputs()
+    }
+
+    /// Names of the raw inputs, numeric ones first, each in spec order.
+    #[getter]
+    fn input_names(&self) -> (Vec<String>, Vec<String>) {
+        let names = |idx: &Vec<usize>| -> Vec<String> {
+            idx.iter()
+                .map(|i| self.plan.def.inputs[*i].name.clone())
+                .collect()
         };
-        match (value, &input.missing) {
-            (Some(x), _) => x,
-            (None, MissingPolicy::Constant { value }) => *value,
-            (None, _) => f64::NAN,
-        }
+        (
+            names(&self.plan.numeric_inputs),
+            names(&self.plan.categorical_inputs),
+        )
     }
 
-    /// Check one categorical value and apply the missing policy (empty string = missing).
-    pub fn prepare_categorical<'a>(
-        &'a self,
-        input: &'a InputDef,
-        raw: Option<&'a str>,
-        field: &str,
-        out: &mut Vec<Violation>,
-    ) -> Option<&'a str> {
-        match raw {
-            Some(s) if !s.is_empty() => Some(s),
-            _ => {
-                if input.required {
-                    out.push(Violation::new(field, "required feature is missing"));
-                    return None;
-                }
-                match &input.missing {
-                    MissingPolicy::Category { value } => Some(value.as_str()),
-                    _ => None,
-                }
-            }
-        }
-    }
-
-    /// Evaluate every step of one row into `scratch` (len `n_slots`) and write the model vector
-    /// into `out` (len `n_outputs`). Unknown categories under an `error` policy are violations.
-    pub fn eval_row(
+    /// Row path: one request's maps to the model vector (float32, NaN = missing) and the list of
+    /// violations `[(field, description)]`. When the list is not empty the vector is all NaN.
+    fn transform_row<'py>(
         &self,
-        row: &RowInputs<'_>,
-        scratch: &mut [f64],
-        out: &mut [f32],
-        violations: &mut Vec<Violation>,
-    ) {
-        scratch[..row.numeric.len()].copy_from_slice(&row.numeric);
-        for (step, first) in &self.steps {
-            let first = *first;
-            let v = match step {
-                Step::Value(s) => scratch[s.0],
-                Step::Clip(s, lo, hi) => numeric::clip(scratch[s.0], *lo, *hi),
-                Step::Log1p(s) => numeric::log1p(scratch[s.0]),
-                Step::Ratio(a, b, z) => numeric::ratio(scratch[a.0], scratch[b.0], *z),
-                Step::Bucketize(s, b) => numeric::bucketize(scratch[s.0], b),
-                Step::MissingIndicator(s) => numeric::missing_indicator(scratch[s.0]),
-                Step::CategoryMissing(c) => {
-                    if row.categorical[*c].is_none() {
-                        1.0
-                    } else {
-                        0.0
-                    }
-                }
-                Step::Difference(a, b, k) => numeric::difference(scratch[a.0], scratch[b.0], *k),
-                Step::Ordinal(c, mapping, unknown) => {
-                    if let Some(v) = categorical::ordinal(row.categorical[*c], mapping) {
-                        v
-                    } else {
-                        self.unknown_category(*c, row.categorical[*c], *unknown, violations);
-                        f64::NAN
-                    }
-                }
-                Step::OneHot(c, cats, unknown) => {
-                    let value = row.categorical[*c];
-                    let dst = &mut scratch[first..first + cats.len()];
-                    if !categorical::one_hot(value, cats, dst) {
-                        self.unknown_category(*c, value, *unknown, violations);
-                    }
-                    continue;
-                }
+        py: Python<'py>,
+        numeric: &Bound<'py, PyDict>,
+        categorical: &Bound<'py, PyDict>,
+    ) -> PyResult<(Bound<'py, PyArray1<f32>>, Bound<'py, PyList>)> {
+        let raw = self.plan.read(DictRow {
+            numeric,
+            categorical,
+        })?;
+        let mut scratch = vec![0.0; self.plan.n_slots()];
+        let mut out = vec![0.0f32; self.plan.n_outputs()];
+        let violations = self.plan.evaluate(raw, &mut scratch, &mut out);
+        Ok((out.into_pyarray(py), violations_to_py(py, &violations)?))
+    }
+
+    /// Row path over several rows: `rows` is a list of `(numeric, categorical)` dict pairs.
+    /// Returns the `[n, k]` float32 matrix and one violation list per row (bad rows are all NaN).
+    fn transform_rows<'py>(
+        &self,
+        py: Python<'py>,
+        rows: &Bound<'py, PyList>,
+    ) -> PyResult<(Bound<'py, PyArray2<f32>>, Bound<'py, PyList>)> {
+        let mut parsed = Vec::with_capacity(rows.len());
+        for item in rows.iter() {
+            let (numeric, categorical): (Bound<'py, PyDict>, Bound<'py, PyDict>) =
+                item.extract()?;
+            parsed.push(self.plan.read(DictRow {
+                numeric: &numeric,
+                categorical: &categorical,
+            })?);
+        }
+        let n = parsed.len();
+        let k = self.plan.n_outputs();
+        let plan = &self.plan;
+        let (out, all_violations) = py.detach(move || {
+            let mut out = vec![0.0f32; n * k];
+            let mut scratch = vec![0.0; plan.n_slots()];
+            let mut all = Vec::with_capacity(n);
+            for (raw, dst) in parsed.into_iter().zip(out.chunks_mut(k.max(1))) {
+                all.push(plan.evaluate(raw, &mut scratch, dst));
+            }
+            (out, all)
+        });
+        let matrix = Array2::from_shape_vec((n, k), out)
+            .map_err(|e| PyValueError::new_err(e.to_string()))?
+            .into_pyarray(py);
+        let lists = PyList::empty(py);
+        for v in &all_violations {
+            lists.append(violations_to_py(py, v)?)?;
+        }
+        Ok((matrix, lists))
+    }
+
+    /// The serving decoder (`altscore-wire`) on the protobuf bytes of a `ScoreBatchRequest`
+    /// (`batch`) or one `ScoreRequest`: `(request_ids, applicant_ids, explain, matrix,
+    /// violations)`, the last two as `transform_rows` gives them for the applicants' maps.
+    /// Malformed bytes raise `ValueError`. (Tests tie the hand-written decoder to protobuf
+    /// through it.)
+    #[allow(clippy::type_complexity)]
+    fn decode_score_requests<'py>(
+        &self,
+        py: Python<'py>,
+        data: &[u8],
+        batch: bool,
+    ) -> PyResult<(
+        Vec<String>,
+        Vec<String>,
+        Vec<bool>,
+        Bound<'py, PyArray2<f32>>,
+        Bound<'py, PyList>,
+    )> {
+        let what = if batch {
+            "ScoreBatchRequest"
+        } else {
+            "ScoreRequest"
+        };
+        let plan = &self.plan;
+        let decoded = py.detach(|| {
+            let views = if batch {
+                altscore_wire::parse_batch(data, usize::MAX).map_err(|e| match e {
+                    Ok(n) => format!("{n} requests"),
+                    Err(w) => w.to_string(),
+                })?
+            } else {
+                vec![altscore_wire::parse_request(data).map_err(|e| e.to_string())?]
             };
-            scratch[first] = v;
+            let k = plan.n_outputs();
+            let mut matrix = vec![0.0f32; views.len() * k];
+            let mut scratch = vec![0.0; plan.n_slots()];
+            let mut violations = Vec::with_capacity(views.len());
+            for (view, dst) in views.iter().zip(matrix.chunks_mut(k.max(1))) {
+                let Ok(raw) = plan.read(&view.applicant);
+                violations.push(plan.evaluate(raw, &mut scratch, dst));
+            }
+            let ids = views
+                .iter()
+                .map(|v| v.request_id.to_string())
+                .collect::<Vec<_>>();
+            let applicants = views
+                .iter()
+                .map(|v| v.applicant.applicant_id.to_string())
+                .collect::<Vec<_>>();
+            let explain = views.iter().map(|v| v.explain).collect::<Vec<_>>();
+            Ok::<_, String>((ids, applicants, explain, matrix, violations))
+        });
+        let (ids, applicants, explain, matrix, violations) =
+            decoded.map_err(|e| PyValueError::new_err(format!("malformed {what}: {e}")))?;
+        let n = ids.len();
+        let matrix = Array2::from_shape_vec((n, plan.n_outputs()), matrix)
+            .map_err(|e| PyValueError::new_err(e.to_string()))?
+            .into_pyarray(py);
+        let lists = PyList::empty(py);
+        for v in &violations {
+            lists.append(violations_to_py(py, v)?)?;
         }
-        for (o, s) in out.iter_mut().zip(&self.output_slots) {
-            *o = to_output(scratch[*s]);
-        }
+        Ok((ids, applicants, explain, matrix, lists))
     }
 
-    fn unknown_category(
+    /// Column path: whole columns (numeric as float64 arrays with NaN = missing, categorical as
+    /// lists of `str | None`) to the `[n_rows, k]` float32 matrix. Raises `FeatureError` listing
+    /// the bad cells (up to 20 per column) when any value breaks the spec.
+    fn transform_columns<'py>(
         &self,
-        c: usize,
-        value: Option<&str>,
-        policy: UnknownPolicy,
-        violations: &mut Vec<Violation>,
-    ) {
-        if policy == UnknownPolicy::Error {
-            let field = self.field_of(self.categorical_inputs[c]);
-            if !violations.iter().any(|v| v.field == field) {
-                violations.push(Violation::new(
-                    field,
-                    format!("unknown category {:?}", value.unwrap_or_default()),
-                ));
+        py: Python<'py>,
+        numeric: HashMap<String, PyReadonlyArray1<'py, f64>>,
+        categorical: HashMap<String, Vec<Option<String>>>,
+        n_rows: usize,
+    ) -> PyResult<Bound<'py, PyArray2<f32>>> {
+        let plan = &self.plan;
+        let mut num_cols: Vec<Option<&[f64]>> = Vec::with_capacity(plan.numeric_inputs.len());
+        let mut missing_cols = Vec::new();
+        for idx in &plan.numeric_inputs {
+            let input = &plan.def.inputs[*idx];
+            if let Some(arr) = numeric.get(&input.name) {
+                let s = arr.as_slice()?;
+                if s.len() != n_rows {
+                    return Err(to_py_err(KernelError::Shape(format!(
+                        "column {:?} has {} rows, expected {n_rows}",
+                        input.name,
+                        s.len()
+                    ))));
+                }
+                num_cols.push(Some(s));
+            } else {
+                if input.required {
+                    missing_cols.push(Violation::new(
+                        &input.name,
+                        ViolationKind::BadColumn,
+                        "required column is missing",
+                    ));
+                }
+                num_cols.push(None);
             }
+        }
+        let mut cat_cols: Vec<Option<&Vec<Option<String>>>> = Vec::new();
+        for idx in &plan.categorical_inputs {
+            let input = &plan.def.inputs[*idx];
+            match categorical.get(&input.name) {
+                Some(col) if col.len() != n_rows => {
+                    return Err(to_py_err(KernelError::Shape(format!(
+                        "column {:?} has {} rows, expected {n_rows}",
+                        input.name,
+                        col.len()
+                    ))));
+                }
+                Some(col) => cat_cols.push(Some(col)),
+                None => {
+                    if input.required {
+                        missing_cols.push(Violation::new(
+                            &input.name,
+                            ViolationKind::BadColumn,
+                            "required column is missing",
+                        ));
+                    }
+                    cat_cols.push(None);
+                }
+            }
+        }
+        for name in numeric.keys().chain(categorical.keys()) {
+            match (plan.by_name.get(name), numeric.contains_key(name)) {
+                (None, _) => missing_cols.push(Violation::new(
+                    name,
+                    ViolationKind::BadColumn,
+                    "not an input of this spec",
+                )),
+                (Some(InputSlot::Numeric(_)), false) | (Some(InputSlot::Categorical(_)), true) => {
+                    missing_cols.push(Violation::new(
+                        name,
+                        ViolationKind::BadColumn,
+                        "wrong type for this input",
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if !missing_cols.is_empty() {
+            return Err(to_py_err(KernelError::Invalid(missing_cols)));
+        }
+        let k = plan.n_outputs();
+        let result = py.detach(|| columns_eval(plan, &num_cols, &cat_cols, n_rows, k));
+        match result {
+            Ok(out) => Ok(Array2::from_shape_vec((n_rows, k), out)
+                .map_err(|e| PyValueError::new_err(e.to_string()))?
+                .into_pyarray(py)),
+            Err(e) => Err(to_py_err(e)),
         }
     }
 }
 
-fn fmt_bound(b: Option<f64>) -> String {
-    b.map_or_else(|| "unbounded".to_string(), |x| x.to_string())
+fn columns_eval(
+    plan: &Plan,
+    num_cols: &[Option<&[f64]>],
+    cat_cols: &[Option<&Vec<Option<String>>>],
+    n_rows: usize,
+    k: usize,
+) -> Result<Vec<f32>, KernelError> {
+    let mut out = vec![0.0f32; n_rows * k];
+    let mut scratch = vec![0.0; plan.n_slots()];
+    let mut bad: Vec<Violation> = Vec::new();
+    let mut per_column: HashMap<String, usize> = HashMap::new();
+    let mut row_violations = Vec::new();
+    for (r, dst) in out.chunks_mut(k.max(1)).enumerate().take(n_rows) {
+        row_violations.clear();
+        let mut values = Vec::with_capacity(num_cols.len());
+        for (slot, col) in num_cols.iter().enumerate() {
+            let input = &plan.def.inputs[plan.numeric_inputs[slot]];
+            let raw = col.map(|c| c[r]).filter(|x| !x.is_nan());
+            values.push(plan.prepare_numeric(input, raw, &input.name, &mut row_violations));
+        }
+        let mut cats = Vec::with_capacity(cat_cols.len());
+        for (slot, col) in cat_cols.iter().enumerate() {
+            let input = &plan.def.inputs[plan.categorical_inputs[slot]];
+            let raw = col.and_then(|c| c[r].as_deref());
+            cats.push(plan.prepare_categorical(input, raw, &input.name, &mut row_violations));
+        }
+        let row = RowInputs {
+            numeric: values,
+            categorical: cats,
+        };
+        plan.eval_row(&row, &mut scratch, dst, &mut row_violations);
+        for v in row_violations.drain(..) {
+            // Row path fields are "numeric.x"/"categorical.x"; columns are named by the input.
+            let column = v
+                .field
+                .strip_prefix("numeric.")
+                .or_else(|| v.field.strip_prefix("categorical."))
+                .unwrap_or(v.field.as_str())
+                .to_string();
+            let seen = per_column.entry(column.clone()).or_insert(0);
+            *seen += 1;
+            if *seen <= MAX_COLUMN_VIOLATIONS {
+                bad.push(Violation::new(
+                    column,
+                    v.kind,
+                    format!("row {r}: {}", v.description),
+                ));
+            }
+        }
+    }
+    if bad.is_empty() {
+        Ok(out)
+    } else {
+        for (column, count) in &per_column {
+            if *count > MAX_COLUMN_VIOLATIONS {
+                bad.push(Violation::new(
+                    column,
+                    ViolationKind::TooManyViolations,
+                    format!("{count} bad rows in all (first {MAX_COLUMN_VIOLATIONS} listed)"),
+                ));
+            }
+        }
+        Err(KernelError::Invalid(bad))
+    }
 }

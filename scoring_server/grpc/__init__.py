@@ -1,1 +1,2 @@
-"""The gRPC wire layer: the only code that imports ``grpc`` or the generated ``*_pb2`` modules."""
+"""The generated Python code of ``proto/`` (``_proto``): for clients, tests and tools. The server
+itself answers on the Rust data plane; the control plane only builds ``ModelInfo`` messages."""

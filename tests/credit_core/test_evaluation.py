@@ -25,7 +25,7 @@ from credit_core.evaluation import (
     OutcomeFileError,
     OutcomeRecord,
     PredictionRecord,
-    _encode,
+    encode_line,
     import_outcomes,
     matched,
     read_outcome_file,
@@ -443,33 +443,11 @@ def test_matching_without_model_filter_keeps_every_model(tmp_path: Path) -> None
 def test_prediction_lines_are_what_json_dumps_writes(
     ts: float, ids: list[str], applicant: str, pd: float, served: bool, variant: str
 ) -> None:
-    """The hand-rolled line encoder of predictions equals json.dumps of the fields."""
+    """The data plane's line encoder (read through the binding) equals json.dumps of the
+    fields: the log is plain JSON lines any tool reads."""
     record = PredictionRecord(ts, ids[0], applicant, ids[1], variant, ids[2], pd, served)  # type: ignore[arg-type]
     fields = {name: getattr(record, name) for name in record.__slots__}
-    assert _encode(record) == json.dumps(fields, separators=(",", ":")).encode() + b"\n"
-
-
-_UTF8 = st.text(alphabet=st.characters(exclude_categories=("Cs",)))
-"""Strings that can travel in protobuf (valid UTF-8: no lone surrogates)."""
-
-
-@given(
-    ts=st.floats(0, 4e9, allow_nan=False),
-    ids=st.lists(_UTF8.filter(bool), min_size=3, max_size=3),
-    applicant=_UTF8,
-    pd=st.floats(0, 1) | st.sampled_from([0.0, 1e-5, 1.5e-7, 5e-324, 0.0001, 1.0]),
-    variant=st.sampled_from(["champion", "challenger"]),
-)
-def test_front_end_lines_are_the_log_format(
-    ts: float, ids: list[str], applicant: str, pd: float, variant: str
-) -> None:
-    """The native front end writes served predictions byte for byte as ``_encode`` does."""
-    from feature_kernels import prediction_log_line
-
-    record = PredictionRecord(ts, ids[0], applicant, ids[1], variant, ids[2], pd, True)  # type: ignore[arg-type]
-    assert prediction_log_line(ts, ids[0], applicant, ids[1], variant, ids[2], pd) == _encode(
-        record
-    )
+    assert encode_line(record) == json.dumps(fields, separators=(",", ":")).encode() + b"\n"
 
 
 def test_encoded_lines_mix_with_records_and_survive_failures(tmp_path: Path) -> None:
@@ -479,18 +457,18 @@ def test_encoded_lines_mix_with_records_and_survive_failures(tmp_path: Path) -> 
         flush_records=30, max_pending=30, flush_seconds=60
     )
     w.write([_pred("r0"), _pred("r1")])
-    w.write_encoded(b"".join(_encode(_pred(f"e{i}")) for i in range(3)), 3)
+    w.write_encoded(b"".join(encode_line(_pred(f"e{i}")) for i in range(3)), 3)
     w.write([_pred("r2")])
     with pytest.raises(ValueError, match="expected 2 whole lines"):
-        w.write_encoded(_encode(_pred("bad")), 2)
+        w.write_encoded(encode_line(_pred("bad")), 2)
     with pytest.raises(ValueError, match="whole lines"):
-        w.write_encoded(_encode(_pred("torn"))[:-1], 0)
+        w.write_encoded(encode_line(_pred("torn"))[:-1], 0)
     with pytest.raises(EvaluationLogError, match="after 0 of 6 records"):
         w.flush()
     # 6 waiting + 25 encoded > 30: the block is dropped whole, and counted.
-    w.write_encoded(b"".join(_encode(_pred(f"x{i}")) for i in range(25)), 25)
+    w.write_encoded(b"".join(encode_line(_pred(f"x{i}")) for i in range(25)), 25)
     assert w.dropped == 25
-    w.write_encoded(b"".join(_encode(_pred(f"y{i}")) for i in range(24)), 24)
+    w.write_encoded(b"".join(encode_line(_pred(f"y{i}")) for i in range(24)), 24)
     assert w.dropped == 25
     blocked.unlink()
     w.close()

@@ -5,8 +5,8 @@ protobuf does (defaults, last-one-wins, merged messages, last map entry wins, un
 skipped, bad UTF-8 rejected) and give the matrix and violations ``transform_rows`` gives for the
 same maps. Requests are built here byte by byte (so the wire order of every field is known) and
 checked against ``pb.ScoreBatchRequest.FromString``; the reference dicts are built in wire order,
-which is the order a Python dict built from the entries has. ``encode_score_responses`` must give
-the bytes the Python serializer gives.
+which is the order a Python dict built from the entries has. (Encoding is tested in Rust against
+prost, and by every end-to-end test, whose client parses the answers with protobuf.)
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from feature_kernels import FeaturePipeline, encode_score_responses, load_spec
+from feature_kernels import FeaturePipeline, load_spec
 from scoring_server.grpc._proto import scoring_pb2 as pb
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -612,99 +612,14 @@ def test_unknown_bytes_need_not_be_utf8() -> None:
     assert m.decode(raw, batch=False)[:2] == (["r"], ["a"])
 
 
-# --------------------------------------------------------------------------------------------
-# Encoding
-
-
-def expected_response(
-    rid: str, pd: float, score: int, decision: int, name: str, version: str, variant: int
-) -> pb.ScoreResponse:
-    return pb.ScoreResponse(
-        request_id=rid,
-        pd=pd,
-        score=score,
-        decision=decision,  # type: ignore[arg-type]  # open enum: any int32
-        model=pb.ModelRef(name=name, version=version, variant=variant),  # type: ignore[arg-type]
-    )
-
-
-rows_strategy = st.lists(
-    st.tuples(
-        ids,
-        st.one_of(st.sampled_from([0.0, -0.0, NAN, math.inf, 1.0, 5e-324]), st.floats()),
-        st.one_of(st.sampled_from([0, -1, 1, I32_MIN, I32_MAX]), st.integers(I32_MIN, I32_MAX)),
-        st.one_of(st.integers(0, 3), st.integers(I32_MIN, I32_MAX)),
-    ),
-    max_size=6,
-)
-enum_values = st.one_of(st.integers(0, 2), st.integers(I32_MIN, I32_MAX))
-
-
-@settings(max_examples=150, deadline=None)
-@given(rows=rows_strategy, name=ids, version=ids, variant=enum_values)
-@example(rows=[("", 0.0, 0, 0)], name="", version="", variant=0)
-@example(rows=[("r", -0.0, -5, -1)], name="m", version="3", variant=-2)
-def test_encoded_responses_equal_protobuf(
-    rows: list[tuple[str, float, int, int]], name: str, version: str, variant: int
-) -> None:
-    rids = [r[0] for r in rows]
-    pd = np.array([r[1] for r in rows], dtype=np.float64)
-    score = np.array([r[2] for r in rows], dtype=np.int32)
-    decision = np.array([r[3] for r in rows], dtype=np.int32)
-    want = pb.ScoreBatchResponse(
-        results=[expected_response(*r, name, version, variant) for r in rows]
-    )
-    got = encode_score_responses(rids, pd, score, decision, name, version, variant, True)
-    assert got == want.SerializeToString()
-    parsed = pb.ScoreBatchResponse.FromString(got)
-    if not any(math.isnan(r[1]) for r in rows):
-        assert parsed == want
-    assert [bits(r.pd) for r in parsed.results] == [bits(r[1]) for r in rows]
-    for i, r in enumerate(rows):
-        one = encode_score_responses(
-            [r[0]], pd[i : i + 1], score[i : i + 1], decision[i : i + 1], name, version,
-            variant, False,
-        )  # fmt: skip
-        assert one == expected_response(*r, name, version, variant).SerializeToString()
-        assert pb.ScoreResponse.FromString(one).request_id == r[0]
-
-
-def test_encode_takes_strided_arrays() -> None:
-    pd = np.array([[0.25, 9.0], [0.75, 9.0]])[:, 0]
-    score = np.array([600, 0, 700], dtype=np.int32)[::2]
-    decision = np.array([1, 3], dtype=np.int32)
-    got = encode_score_responses(["a", "b"], pd, score, decision, "m", "1", 1, True)
-    want = pb.ScoreBatchResponse(
-        results=[
-            expected_response("a", 0.25, 600, 1, "m", "1", 1),
-            expected_response("b", 0.75, 700, 3, "m", "1", 1),
-        ]
-    )
-    assert pb.ScoreBatchResponse.FromString(got) == want
-
-
-def test_encode_rejects_bad_shapes() -> None:
-    f, i = np.zeros(2), np.zeros(2, dtype=np.int32)
-    with pytest.raises(ValueError, match="lengths differ"):
-        encode_score_responses(["a"], f, i, i, "m", "1", 1, True)
-    with pytest.raises(ValueError, match="exactly one row"):
-        encode_score_responses(["a", "b"], f, i, i, "m", "1", 1, False)
-    with pytest.raises(TypeError):
-        encode_score_responses(["a", "b"], f, i.astype(np.int64), i, "m", "1", 1, True)
-    assert encode_score_responses([], np.zeros(0), i[:0], i[:0], "m", "1", 1, True) == b""
-
-
 @pytest.mark.parametrize("spec", SPECS)
 @FAST
 @given(data=st.data())
-def test_numeric_values_decode_as_the_service_reads_them(spec: str, data: st.DataObject) -> None:
+def test_numeric_values_decode_as_the_documented_rule(spec: str, data: st.DataObject) -> None:
     """``Applicant.numeric_values`` (packed, as protobuf writes it, or one tagged double each,
-    which protobuf also accepts) decodes to the row and the violations the protobuf path gets
-    from ``scoring_server.service._numeric_inputs`` + the dict path."""
-    from types import SimpleNamespace
-
-    from scoring_server.service import ScoringRequest, _numeric_inputs
-
+    which protobuf also accepts) decodes as the contract says: together with ``numeric`` or with
+    the wrong count it is one violation of ``numeric_values``; else each value is the numeric
+    input of its position (NaN = not given), and the row is the dict path's."""
     m = model(spec)
     n = len(m.numeric)
     size = data.draw(st.sampled_from([n, n, n, n - 1, n + 1, 1]))
@@ -720,10 +635,24 @@ def test_numeric_values_decode_as_the_service_reads_them(spec: str, data: st.Dat
     unpacked = ld(1, b"r") + ld(2, body)
     assert pb.ScoreRequest.FromString(unpacked) == pb.ScoreRequest.FromString(packed)
 
-    request = ScoringRequest("r", "a", dict(numeric), dict(categorical), False, tuple(values))
-    resolved, bad = _numeric_inputs(SimpleNamespace(pipeline=m.pipeline), request)  # type: ignore[arg-type]
-    ref_matrix, (ref_violations,) = reference(m, [(dict(resolved), dict(categorical))])
-    expected = [(f.removeprefix("applicant."), d) for f, d in bad] + ref_violations
+    names = m.pipeline.numeric_inputs
+    bad: list[tuple[str, str]] = []
+    resolved: dict[str, float] = dict(numeric)
+    if values and numeric:
+        both = "send the numeric inputs in `numeric` or in `numeric_values`, not both"
+        bad = [("numeric_values", both)]
+    elif values and len(values) != len(names):
+        bad = [
+            (
+                "numeric_values",
+                f"expected {len(names)} values (the numeric inputs in GetModelInfo order), "
+                f"got {len(values)}",
+            )
+        ]
+    elif values:
+        resolved = {k: v for k, v in zip(names, values, strict=True) if not math.isnan(v)}
+    ref_matrix, (ref_violations,) = reference(m, [(resolved, dict(categorical))])
+    expected = bad + ref_violations
     for raw in (packed, unpacked):
         _, _, _, matrix, (violations,) = m.decode(raw, batch=False)
         assert same_matrix(matrix, ref_matrix) or bad

@@ -1,16 +1,23 @@
-"""Model loading gates against the real MLflow store: compile cache, parity and schema checks."""
+"""Model loading gates against the real MLflow store: compile cache, parity of every predictor,
+schema checks."""
 
 from __future__ import annotations
 
+import gc
+import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from credit_core import ModelRejectedError, SchemaMismatch
 from credit_core.registry import MlflowRegistry, local_tracking_uri
-from scoring_server.loader import ModelLoader
-from tests.conftest import MODEL_NAME, TrainedModel, register_tampered
+from feature_kernels import TreeEnsemble, logistic
+from scoring_server.loader import PREDICTORS, ModelLoader
+from tests.conftest import MODEL_NAME, ROOT, TrainedModel, register_tampered
 
 
 def _loader(state: Path) -> ModelLoader:
@@ -24,9 +31,9 @@ def test_second_load_reuses_compiled_library(trained: TrainedModel) -> None:
     loader = _loader(trained.state_dir)
     first = loader.load("champion")
     second = loader.load("champion")
-    assert second.runtime.cache_hit
-    assert second.runtime.library == first.runtime.library
-    assert second.runtime.compile_seconds == first.runtime.compile_seconds
+    assert second.compiled.cache_hit
+    assert second.compiled.library == first.compiled.library
+    assert second.compiled.compile_seconds == first.compiled.compile_seconds
     assert second.parity_max_abs_diff <= 1e-5
 
 
@@ -51,43 +58,43 @@ def test_relative_state_dir(trained: TrainedModel, monkeypatch: pytest.MonkeyPat
     assert model.ref.version == trained.version
 
 
-GATED = ("predict_batch", "predict_rows")
-"""The paths ``CompiledModel.predict`` can take: the native evaluator and the direct compiled
-call."""
-
-
-def test_every_predict_path_matches_xgboost(trained: TrainedModel) -> None:
-    import numpy as np
-
+def test_every_predictor_matches_xgboost(trained: TrainedModel) -> None:
     model = _loader(trained.state_dir).load("champion")
     ref = model.bundle.reference()
-    expected = 1.0 / (1.0 + np.exp(-ref.margin))
-    paths = (*GATED, "predict_predictor")
-    results = {path: getattr(model.runtime, path)(ref.features) for path in paths}
-    for path, pd in results.items():
-        assert np.max(np.abs(pd - expected)) <= 1e-5, path
-    assert model.runtime.ensemble is not None
-    assert np.array_equal(  # the same margins as XGBoost, bit for bit
-        model.runtime.ensemble.predict_margin(ref.features), ref.margin
-    )
-    for n in (1, 2, 32, 33, len(expected)):  # the measured-fastest path at every size
-        chosen = model.runtime.predict(ref.features[:n])
-        assert np.array_equal(chosen, results["predict_batch"][:n])
-    with_missing = ref.features[:5].copy()
+    expected = logistic(ref.margin)
+    results = {p: model.serving.predict(ref.features, p) for p in PREDICTORS}
+    for predictor, pd in results.items():
+        assert np.max(np.abs(pd - expected)) <= 1e-5, predictor
+    ensemble = TreeEnsemble.from_json(model.bundle.booster_path.read_text())
+    assert np.array_equal(ensemble.predict_margin(ref.features), ref.margin)  # bit for bit
+    assert np.array_equal(model.serving.predict(ref.features), results["native"])  # the default
+    with_missing = np.ascontiguousarray(ref.features[:5].copy())
     with_missing[:, 0] = np.nan  # missing goes down the default branch on every path
-    native, rows, predictor = (getattr(model.runtime, p)(with_missing) for p in paths)
-    assert np.array_equal(rows, predictor)
-    assert np.max(np.abs(native - rows)) <= 1e-6
+    native, compiled = (model.serving.predict(with_missing, p) for p in PREDICTORS)
+    assert np.max(np.abs(native - compiled)) <= 1e-6
 
 
-@pytest.mark.parametrize("path", GATED)
-def test_parity_gate_checks_every_path(
-    trained: TrainedModel, path: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """One choosable path off by 1e-3 on the reference rows is enough to refuse the model."""
-    from scoring_server.runtime import CompiledModel
-
-    original = getattr(CompiledModel, path)
-    monkeypatch.setattr(CompiledModel, path, lambda self, x: original(self, x) + 1e-3)
-    with pytest.raises(ModelRejectedError, match="differ from XGBoost's"):
-        _loader(trained.state_dir).load("champion")
+def test_parity_gate_checks_the_compiled_library_too(trained: TrainedModel, tmp_path: Path) -> None:
+    """A cached library that does not compute the model (a corrupt cache) is refused, though
+    the native evaluator alone would pass."""
+    state = tmp_path / "state"
+    shutil.copytree(trained.state_dir / "mlflow", state / "mlflow")
+    first = _loader(state).load("champion")
+    booster = json.loads(first.bundle.booster_path.read_text())
+    trees = booster["learner"]["gradient_booster"]["model"]["trees"]
+    trees[0]["base_weights"] = [w + 1.0 for w in trees[0]["base_weights"]]
+    leaves = trees[0]["split_conditions"]
+    left = trees[0]["left_children"]
+    trees[0]["split_conditions"] = [c + 1.0 if left[i] == -1 else c for i, c in enumerate(leaves)]
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(booster))
+    library = first.compiled.library
+    del first  # unloads the library (a loaded library's name is reused as is by dlopen)
+    gc.collect()
+    subprocess.run(
+        [sys.executable, "-m", "scoring_server.compile", "--booster", str(other), "--out",
+         str(library), "--parallel-units", "2"],
+        cwd=ROOT, check=True, capture_output=True,
+    )  # fmt: skip
+    with pytest.raises(ModelRejectedError, match="tl2cgen predictions differ"):
+        _loader(state).load("champion")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from tests.conftest import (
     ServerProcess,
     TrainedModel,
     health_status,
+    metric,
     register_tampered,
     start_server,
 )
@@ -81,7 +81,6 @@ def test_refused_champion_never_serves(trained: TrainedModel, tmp_path: Path) ->
                     pb.ScoreRequest(request_id="r", applicant=pb.Applicant()), timeout=5
                 )
             assert info.value.code() == grpc.StatusCode.UNAVAILABLE
-        body = urllib.request.urlopen(f"http://127.0.0.1:{srv.metrics_port}/metrics", timeout=5)
-        assert 'credit_scoring_model_loads_total{outcome="rejected"} 1.0' in body.read().decode()
+        assert metric(srv, "credit_scoring_model_loads_total", outcome="rejected") == 1
     finally:
         srv.stop()

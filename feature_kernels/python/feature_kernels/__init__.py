@@ -1,22 +1,35 @@
-"""altscore feature kernels: every feature transform, implemented once in Rust.
+"""altscore feature kernels: every rule a score depends on, implemented once in Rust.
 
 Training calls the column path (``FeaturePipeline.transform_frame`` / ``transform_columns``);
-serving calls the row path (``transform_row`` / ``transform_rows``). Both evaluate the same
-compiled plan, so they agree bit for bit. ``TreeEnsemble`` evaluates the trained XGBoost model
-itself: margins and exact TreeSHAP contributions.
+the data plane (Rust) evaluates the same compiled plan per request, so they agree bit for bit.
+``TreeEnsemble`` evaluates the trained XGBoost model itself: margins and exact TreeSHAP.
+``ScorePolicy``, ``logistic`` and ``routing_bucket`` are the serving rules, read from Python.
+The extension also carries the data plane's handle (``DataPlane``, ``ServingModel``), the
+feature-store client and the evaluation log's writer; the scoring server and ``credit_core``
+use those.
 """
 
 from feature_kernels._core import (
+    DataPlane,
     FeatureError,
     FeaturePlan,
-    FrontEnd,
+    FeatureStoreClient,
+    LogWriteError,
+    LogWriter,
     ModelFormatError,
     PlanError,
+    ScorePolicy,
+    ServingModel,
+    StoreError,
     TreeEnsemble,
     __version__,
     build_profile,
-    encode_score_responses,
-    prediction_log_line,
+    init_logging,
+    logistic,
+    outcome_line,
+    prediction_line,
+    routing_bucket,
+    store_key,
 )
 from feature_kernels.pipeline import FeaturePipeline, Violation, feature_error_violations
 from feature_kernels.spec import (
@@ -34,6 +47,7 @@ from feature_kernels.spec import (
 )
 
 __all__ = [
+    "DataPlane",
     "DeriveDef",
     "EntityDef",
     "EntityFeatureDef",
@@ -42,20 +56,29 @@ __all__ = [
     "FeaturePipeline",
     "FeaturePlan",
     "FeatureSpec",
-    "FrontEnd",
+    "FeatureStoreClient",
     "HistoryTable",
     "InputDef",
+    "LogWriteError",
+    "LogWriter",
     "ModelFormatError",
     "PlanError",
+    "ScorePolicy",
+    "ServingModel",
     "SpecError",
+    "StoreError",
     "TargetDef",
     "TreeEnsemble",
     "Violation",
     "__version__",
     "build_profile",
-    "encode_score_responses",
     "feature_error_violations",
+    "init_logging",
     "load_spec",
+    "logistic",
+    "outcome_line",
     "parse_spec",
-    "prediction_log_line",
+    "prediction_line",
+    "routing_bucket",
+    "store_key",
 ]

@@ -1,5 +1,6 @@
-"""Native kernels (Rust, PyO3). Use the public API in ``feature_kernels`` instead."""
+"""Native core (Rust, PyO3). Use the public API in ``feature_kernels`` instead."""
 
+from os import PathLike
 from typing import final
 
 import numpy as np
@@ -17,6 +18,13 @@ class PlanError(ValueError):
 class ModelFormatError(ValueError):
     """A tree-ensemble model is malformed or uses something the native evaluator does not
     support (categorical splits, multi-class, dart, vector leaves, other objectives...)."""
+
+class StoreError(OSError):
+    """The online feature store failed, timed out or has no active version."""
+
+class LogWriteError(OSError):
+    """The evaluation log could not be written. args: (message, records written, records in
+    all)."""
 
 @final
 class FeaturePlan:
@@ -48,9 +56,10 @@ class FeaturePlan:
         npt.NDArray[np.float32],
         list[list[tuple[str, str]]],
     ]:
-        """``ScoreBatchRequest`` (``batch``) or ``ScoreRequest`` wire bytes to ``(request_ids,
-        applicant_ids, explain, matrix, violations)``; the matrix and violations are those of
-        ``transform_rows`` on the applicants' maps. Malformed bytes raise ``ValueError``."""
+        """The data plane's decoder: ``ScoreBatchRequest`` (``batch``) or ``ScoreRequest`` wire
+        bytes to ``(request_ids, applicant_ids, explain, matrix, violations)``; the matrix and
+        violations are those of ``transform_rows`` on the applicants' maps. Malformed bytes
+        raise ``ValueError``."""
     def transform_columns(
         self,
         numeric: dict[str, npt.NDArray[np.float64]],
@@ -59,18 +68,8 @@ class FeaturePlan:
     ) -> npt.NDArray[np.float32]: ...
 
 def input_kinds() -> list[str]: ...
-def encode_score_responses(
-    request_ids: list[str],
-    pd: npt.NDArray[np.float64],
-    score: npt.NDArray[np.int32],
-    decision: npt.NDArray[np.int32],
-    model_name: str,
-    model_version: str,
-    variant: int,
-    batch: bool,
-) -> bytes:
-    """``ScoreBatchResponse`` (``batch``) or ``ScoreResponse`` (exactly one row) wire bytes;
-    ``decision`` and ``variant`` are the proto enum numbers."""
+def init_logging(level: str) -> None:
+    """Send the Rust side's log lines to stderr at ``level`` (error, warning, info, debug)."""
 
 @final
 class TreeEnsemble:
@@ -93,7 +92,65 @@ class TreeEnsemble:
     def predict_margin(self, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]: ...
     def shap(self, x: npt.NDArray[np.float32]) -> tuple[float, npt.NDArray[np.float64]]: ...
 
-def prediction_log_line(
+@final
+class ScorePolicy:
+    """PD -> points and decision (the one implementation; ``credit_core.ScoringPolicy`` wraps
+    it). Raises ``ValueError`` for parameters that make no policy."""
+
+    def __new__(
+        cls,
+        base_score: float,
+        base_odds: float,
+        pdo: float,
+        approve_below: float,
+        decline_from: float,
+    ) -> ScorePolicy: ...
+    @property
+    def factor(self) -> float: ...
+    @property
+    def offset(self) -> float: ...
+    def score(self, pd: float) -> int: ...
+    def decide(self, pd: float) -> str:
+        """ "approve", "review" or "decline"."""
+    def scores(self, pd: npt.NDArray[np.float64]) -> npt.NDArray[np.int32]: ...
+    def decision_codes(self, pd: npt.NDArray[np.float64]) -> npt.NDArray[np.int32]:
+        """``credit.scoring.v1.Decision`` numbers: APPROVE 1, REVIEW 2, DECLINE 3."""
+
+def logistic(margin: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """The PD of each margin (log-odds), as the data plane computes it."""
+
+def routing_bucket(key: str) -> float:
+    """The sticky routing point of an id in [0, 1)."""
+
+@final
+class LogWriter:
+    """Buffered appender of one record kind to its own evaluation-log segment files."""
+
+    def __new__(
+        cls,
+        directory: str | PathLike[str],
+        kind: str,
+        *,
+        flush_records: int,
+        flush_seconds: float,
+        max_segment_bytes: int,
+        max_pending: int,
+        fsync: bool,
+    ) -> LogWriter: ...
+    def write(self, lines: bytes, count: int, whole: bool) -> int:
+        """Buffer ``count`` whole lines; returns how many were taken (the rest were dropped
+        and counted). Raises ``RuntimeError`` once closed."""
+    def flush(self) -> None:
+        """Append what is buffered now; raises ``LogWriteError`` (nothing written twice)."""
+    def close(self) -> None: ...
+    @property
+    def dropped(self) -> int: ...
+    @property
+    def written(self) -> int: ...
+    @property
+    def segment(self) -> str | None: ...
+
+def prediction_line(
     ts: float,
     request_id: str,
     applicant_id: str,
@@ -101,51 +158,125 @@ def prediction_log_line(
     variant: str,
     model_version: str,
     pd: float,
+    served: bool,
 ) -> bytes:
-    """One evaluation-log line as the front end writes it (``credit_core.evaluation``'s format)."""
+    """One prediction's evaluation-log line, as the data plane writes it."""
+
+def outcome_line(
+    ts: float, request_id: str, applicant_id: str, defaulted: bool, observed_at: float | None
+) -> bytes:
+    """One outcome's evaluation-log line, as the data plane writes it."""
 
 @final
-class FrontEnd:
-    """The native gRPC front end of a serving worker: answers ``Score`` / ``ScoreBatch``
-    directly where it can and passes everything else to the Python server on the abstract Unix
-    socket ``backend``; runs on its own threads."""
+class ServingModel:
+    """A gated model, ready to hand to the data plane."""
 
-    def __init__(
-        self,
-        *,
-        backend: str,
-        max_message_bytes: int,
-        log_predictions: bool,
-        latency_bounds: list[float],
-        threads: int = 1,
-    ) -> None: ...
-    def start(self, host: str, port: int) -> int: ...
-    @property
-    def port(self) -> int: ...
-    def serve_directly(
-        self,
+    def __new__(
+        cls,
         plan: FeaturePlan,
         ensemble: TreeEnsemble,
         *,
-        model_name: str,
-        model_version: str,
+        name: str,
+        version: str,
         variant: str,
-        variant_code: int,
-        offset: float,
-        factor: float,
-        approve_below: float,
-        decline_from: float,
-        max_batch: int,
-    ) -> None: ...
-    def serve_nothing_directly(self) -> None: ...
+        reasons: list[tuple[str, str, list[int]]],
+        top_k: int,
+        entity: tuple[str, list[tuple[str, bool]], bool] | None,
+        model_info: bytes,
+        compiled_library: str | PathLike[str] | None,
+        predictor: str,
+    ) -> ServingModel: ...
     @property
-    def serving_directly(self) -> bool: ...
-    def drain(
-        self, timeout: float
-    ) -> tuple[
-        bytes,
-        int,
-        list[tuple[str, str, int, list[int], float]],
-        list[tuple[str, str, int]],
-    ]: ...
-    def stop(self, grace: float) -> None: ...
+    def name(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def variant(self) -> str: ...
+    def predict(
+        self, x: npt.NDArray[np.float32], predictor: str | None = None
+    ) -> npt.NDArray[np.float64]:
+        """PD of each row by ``predictor`` ("native" or "tl2cgen"; default: the model's)."""
+
+@final
+class FeatureStoreClient:
+    """The data plane's feature-store client (``url`` None: an embedded store)."""
+
+    def __new__(
+        cls, url: str | None = None, *, cluster: bool = False, connect_timeout: float = 2.0
+    ) -> FeatureStoreClient: ...
+    def get_many(
+        self, namespace: str, ids: list[str], timeout: float
+    ) -> list[dict[str, float | str] | None]: ...
+    def publish(
+        self,
+        namespace: str,
+        version: str,
+        rows: list[tuple[str, dict[str, float | str]]],
+        *,
+        ttl_seconds: float | None = None,
+    ) -> int: ...
+    def activate(self, namespace: str, version: str) -> None: ...
+    def active_version(self, namespace: str) -> str | None: ...
+
+@final
+class DataPlane:
+    """The data plane of this process: tonic on its own runtime, every scoring RPC."""
+
+    def __new__(
+        cls,
+        *,
+        host: str,
+        grpc_port: int,
+        metrics_host: str,
+        metrics_port: int,
+        threads: int,
+        max_message_bytes: int,
+        max_batch: int,
+        stream_batch_max: int,
+        stream_batch_wait: float,
+        stream_queue: int,
+        stream_id_window: int,
+        store_url: str | None,
+        store_cluster: bool,
+        store_timeout: float,
+        policy: ScorePolicy,
+        predictor: str,
+        evaluation_dir: str | PathLike[str],
+        log_predictions: bool,
+        shutdown_grace: float,
+        tls_cert: str | PathLike[str] | None = None,
+        tls_key: str | PathLike[str] | None = None,
+        tls_client_ca: str | PathLike[str] | None = None,
+        keepalive: float = 30.0,
+        max_concurrent_streams: int = 1024,
+        max_shadow_in_flight: int = 1024,
+    ) -> DataPlane: ...
+    @property
+    def grpc_port(self) -> int: ...
+    @property
+    def metrics_port(self) -> int: ...
+    def serve(self) -> None: ...
+    @property
+    def running(self) -> bool: ...
+    def set_models(
+        self,
+        champion: ServingModel | None,
+        challenger: ServingModel | None = None,
+        mode: str = "off",
+        share: float = 0.0,
+    ) -> None: ...
+    def publish_embedded(
+        self, namespace: str, version: str, rows: list[tuple[str, dict[str, float | str]]]
+    ) -> int: ...
+    @property
+    def embedded_store(self) -> bool: ...
+    def warm_up_store(self, namespace: str, timeout: float) -> str | None: ...
+    def count_model_load(self, outcome: str) -> None: ...
+    def set_compile_seconds(self, seconds: float) -> None: ...
+    def set_parity(self, variant: str, max_abs_diff: float) -> None: ...
+    def clear_parity(self, variant: str) -> None: ...
+    def shutdown(self, grace: float) -> None: ...
+
+def store_key(namespace: str, version: str | None = None) -> str:
+    """The active-version pointer key of ``namespace``, or with ``version`` the prefix of its
+    rows' keys (``ValueError`` for a name that is empty or holds ``:``)."""

@@ -59,7 +59,7 @@ class FeaturePipeline:
 
     @property
     def plan(self) -> FeaturePlan:
-        """The compiled plan (the native front end evaluates it without Python)."""
+        """The compiled plan (the data plane evaluates it per request, without Python)."""
         return self._plan
 
     @property
@@ -86,10 +86,10 @@ class FeaturePipeline:
     def decode_score_requests(
         self, data: bytes, *, batch: bool
     ) -> tuple[list[str], list[str], list[bool], npt.NDArray[np.float32], list[list[Violation]]]:
-        """The serving wire path: ``ScoreBatchRequest`` (``batch``) or ``ScoreRequest`` protobuf
-        bytes to ``(request_ids, applicant_ids, explain, matrix, violations)`` in one native
-        call, without Python protobuf objects; matrix and violations are exactly what
-        ``transform_rows`` gives for the same maps. Raises ``ValueError`` for malformed bytes."""
+        """The data plane's decoder on ``ScoreBatchRequest`` (``batch``) or ``ScoreRequest``
+        protobuf bytes: ``(request_ids, applicant_ids, explain, matrix, violations)``; matrix and
+        violations are exactly what ``transform_rows`` gives for the same maps. Raises
+        ``ValueError`` for malformed bytes. (Tests tie the decoder to protobuf through it.)"""
         return self._plan.decode_score_requests(data, batch)
 
     def transform_columns(

@@ -1,0 +1,80 @@
+//! What the data plane is configured with (built by the control plane from its settings).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use altscore_kernels::policy::Policy;
+
+use crate::model::Predictor;
+
+/// TLS material (PEM files). With `client_ca`, clients must present a certificate it signed.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub host: String,
+    pub grpc_port: u16,
+    pub metrics_host: String,
+    pub metrics_port: u16,
+    /// Runtime worker threads.
+    pub threads: usize,
+    pub max_message_bytes: usize,
+    /// Most applicants in one `ScoreBatch` (and outcomes in one `ReportOutcome`).
+    pub max_batch: usize,
+    /// `ScoreStream`: most messages scored together.
+    pub stream_batch_max: usize,
+    /// `ScoreStream`: after a batch's first message, how long to wait for more (zero: what is
+    /// already read).
+    pub stream_batch_wait: Duration,
+    /// `ScoreStream`: messages read ahead of scoring; beyond, the server stops reading.
+    pub stream_queue: usize,
+    /// `ScoreStream`: request ids remembered per stream to reject duplicates.
+    pub stream_id_window: usize,
+    pub store_timeout: Duration,
+    pub policy: Policy,
+    pub predictor: Predictor,
+    /// Where predictions and outcomes are logged.
+    pub evaluation_dir: PathBuf,
+    pub log_predictions: bool,
+    pub shutdown_grace: Duration,
+    pub tls: Option<TlsFiles>,
+    /// HTTP/2 keepalive ping interval (a dead peer is dropped after one more interval).
+    pub keepalive: Duration,
+    /// Most concurrent calls (streams) on one connection.
+    pub max_concurrent_streams: u32,
+    /// Shadow scorings running at once at most; beyond, shadow work is skipped and counted.
+    pub max_shadow_in_flight: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            grpc_port: 0,
+            metrics_host: "127.0.0.1".into(),
+            metrics_port: 0,
+            threads: 2,
+            max_message_bytes: 4 << 20,
+            max_batch: 1000,
+            stream_batch_max: 64,
+            stream_batch_wait: Duration::ZERO,
+            stream_queue: 256,
+            stream_id_window: 65_536,
+            store_timeout: Duration::from_millis(25),
+            policy: Policy::standard(),
+            predictor: Predictor::Native,
+            evaluation_dir: PathBuf::from("var/evaluation"),
+            log_predictions: true,
+            shutdown_grace: Duration::from_secs(5),
+            tls: None,
+            keepalive: Duration::from_secs(30),
+            max_concurrent_streams: 1024,
+            max_shadow_in_flight: 1024,
+        }
+    }
+}

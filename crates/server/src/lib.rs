@@ -1,0 +1,20 @@
+//! altscore's data plane: the one implementation of every scoring RPC, on tonic.
+//!
+//! The Python control plane builds [`server::DataPlane`] (through the binding), hands it each
+//! gated model ([`model::ServingModel`]) and swaps them atomically; everything per request
+//! happens here: decoding ([`codec`] + `altscore-wire`), feature-store enrichment ([`store`]),
+//! routing, prediction, explanations and policy ([`plane`]), the prediction log ([`log`]),
+//! metrics ([`metrics`]), errors ([`errors`]), transport, TLS and limits ([`server`]).
+
+pub mod codec;
+pub mod config;
+pub mod errors;
+pub mod log;
+pub mod metrics;
+pub mod model;
+pub mod plane;
+pub mod proto;
+pub mod server;
+pub mod service;
+pub mod store;
+pub mod tl2cgen;

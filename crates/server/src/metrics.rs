@@ -1,0 +1,502 @@
+//! Prometheus metrics of the data plane and the control plane, on one `/metrics` endpoint served
+//! by the data plane itself (no drain lag, no second process).
+//!
+//! gRPC-standard series (`grpc_server_*`, the names of go-grpc-prometheus) for every call on the
+//! port, health and reflection included, are recorded by [`GrpcMetricsLayer`] from each
+//! response's `grpc-status`; the domain series (`credit_scoring_*`) by the scoring code; process
+//! series (`process_*`) by the prometheus crate's process collector. Labels are bounded: a path
+//! that is not one of the served methods is counted as `unknown`.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::TcpListener as StdListener;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use prometheus::{
+    Encoder as _, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower::{Layer, Service};
+
+/// Latency buckets (seconds) of every duration histogram.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// The RPCs served on the port: (service, method, type).
+const METHODS: &[(&str, &str, &str)] = &[
+    ("credit.scoring.v1.Scoring", "Score", "unary"),
+    ("credit.scoring.v1.Scoring", "ScoreBatch", "unary"),
+    ("credit.scoring.v1.Scoring", "ScoreStream", "bidi_stream"),
+    ("credit.scoring.v1.Scoring", "GetModelInfo", "unary"),
+    ("credit.scoring.v1.Scoring", "ReportOutcome", "unary"),
+    ("grpc.health.v1.Health", "Check", "unary"),
+    ("grpc.health.v1.Health", "Watch", "server_stream"),
+    ("grpc.health.v1.Health", "List", "unary"),
+    (
+        "grpc.reflection.v1.ServerReflection",
+        "ServerReflectionInfo",
+        "bidi_stream",
+    ),
+    (
+        "grpc.reflection.v1alpha.ServerReflection",
+        "ServerReflectionInfo",
+        "bidi_stream",
+    ),
+];
+
+const UNKNOWN: (&str, &str, &str) = ("unknown", "unknown", "unknown");
+
+/// gRPC status code names, by number.
+pub const CODE_NAMES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+#[must_use]
+pub fn code_name(code: tonic::Code) -> &'static str {
+    CODE_NAMES.get(code as usize).copied().unwrap_or("UNKNOWN")
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub requests: IntCounterVec,
+    pub latency: HistogramVec,
+    pub applicants: IntCounterVec,
+    pub model_info: IntGaugeVec,
+    pub model_loads: IntCounterVec,
+    pub compile_seconds: Gauge,
+    pub parity_diff: GaugeVec,
+    pub shadow_failures: IntCounter,
+    pub store_failures: IntCounter,
+    pub store_latency: Histogram,
+    pub degraded: IntCounter,
+    pub in_flight: IntGauge,
+    pub log_dropped: IntCounter,
+    pub grpc_started: IntCounterVec,
+    pub grpc_handled: IntCounterVec,
+    pub grpc_seconds: HistogramVec,
+    pub grpc_received: IntCounterVec,
+    pub grpc_sent: IntCounterVec,
+}
+
+fn counter_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> prometheus::Result<IntCounter> {
+    let c = IntCounter::new(name, help)?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn histogram_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<HistogramVec> {
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+        labels,
+    )?;
+    r.register(Box::new(h.clone()))?;
+    Ok(h)
+}
+
+impl Metrics {
+    pub fn new() -> prometheus::Result<Self> {
+        let r = Registry::new();
+        #[cfg(target_os = "linux")]
+        r.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        let grpc = ["grpc_service", "grpc_method", "grpc_type"];
+        let model_info = IntGaugeVec::new(
+            Opts::new(
+                "credit_scoring_model_info",
+                "1 for each model being served, labelled with its identity.",
+            ),
+            &["model_name", "model_version", "variant", "schema_hash"],
+        )?;
+        r.register(Box::new(model_info.clone()))?;
+        let compile_seconds = Gauge::new(
+            "credit_scoring_model_compile_seconds",
+            "Seconds the champion took to compile (from the cache record on a cache hit).",
+        )?;
+        r.register(Box::new(compile_seconds.clone()))?;
+        let parity_diff = GaugeVec::new(
+            Opts::new(
+                "credit_scoring_model_parity_max_abs_diff",
+                "Largest |served PD - XGBoost PD| on the reference sample of each served model.",
+            ),
+            &["variant"],
+        )?;
+        r.register(Box::new(parity_diff.clone()))?;
+        let store_latency = Histogram::with_opts(
+            HistogramOpts::new(
+                "credit_scoring_feature_store_lookup_duration_seconds",
+                "Time of one feature-store lookup (one round trip per request or micro-batch).",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+        )?;
+        r.register(Box::new(store_latency.clone()))?;
+        let in_flight = IntGauge::new(
+            "grpc_server_calls_in_flight",
+            "Calls started and not yet finished, on every service of the port.",
+        )?;
+        r.register(Box::new(in_flight.clone()))?;
+        Ok(Self {
+            requests: counter_vec(
+                &r,
+                "credit_scoring_requests_total",
+                "Scoring requests by RPC and gRPC status code (stream messages count one each).",
+                &["rpc", "code"],
+            )?,
+            latency: histogram_vec(
+                &r,
+                "credit_scoring_request_duration_seconds",
+                "Server time per request (per message for streams).",
+                &["rpc"],
+            )?,
+            applicants: counter_vec(
+                &r,
+                "credit_scoring_applicants_scored_total",
+                "Applicants scored, by model version and variant (shadow scorings not included).",
+                &["model_version", "variant"],
+            )?,
+            model_info,
+            model_loads: counter_vec(
+                &r,
+                "credit_scoring_model_loads_total",
+                "Model load attempts by outcome (loaded, rejected, unavailable).",
+                &["outcome"],
+            )?,
+            compile_seconds,
+            parity_diff,
+            shadow_failures: counter(
+                &r,
+                "credit_scoring_shadow_failures_total",
+                "Shadow (challenger) scorings that failed or were skipped under load; the \
+                 champion's answer was still given.",
+            )?,
+            store_failures: counter(
+                &r,
+                "credit_scoring_feature_store_failures_total",
+                "Feature-store lookups that failed, timed out or found no active version.",
+            )?,
+            store_latency,
+            degraded: counter(
+                &r,
+                "credit_scoring_degraded_answers_total",
+                "Answers given without feature-store values because the store failed.",
+            )?,
+            in_flight,
+            log_dropped: counter(
+                &r,
+                "credit_scoring_prediction_log_dropped_total",
+                "Prediction records the log could not take (full or failing); requests were \
+                 answered.",
+            )?,
+            grpc_started: counter_vec(
+                &r,
+                "grpc_server_started_total",
+                "RPCs started on the server.",
+                &grpc,
+            )?,
+            grpc_handled: counter_vec(
+                &r,
+                "grpc_server_handled_total",
+                "RPCs completed on the server, whatever their status.",
+                &["grpc_service", "grpc_method", "grpc_type", "grpc_code"],
+            )?,
+            grpc_seconds: histogram_vec(
+                &r,
+                "grpc_server_handling_seconds",
+                "Time from the start of an RPC to its status.",
+                &grpc,
+            )?,
+            grpc_received: counter_vec(
+                &r,
+                "grpc_server_msg_received_total",
+                "Stream messages received on the server (scoring streams).",
+                &grpc,
+            )?,
+            grpc_sent: counter_vec(
+                &r,
+                "grpc_server_msg_sent_total",
+                "Stream messages sent by the server (scoring streams).",
+                &grpc,
+            )?,
+            registry: r,
+        })
+    }
+
+    /// The exposition text of every series.
+    #[must_use]
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        out
+    }
+
+    /// One scoring request (or stream message) finished with `code` after `seconds`.
+    pub fn observe(&self, rpc: &str, code: tonic::Code, seconds: f64, n: u64) {
+        self.requests
+            .with_label_values(&[rpc, code_name(code)])
+            .inc_by(n);
+        let h = self.latency.with_label_values(&[rpc]);
+        for _ in 0..n {
+            h.observe(seconds);
+        }
+    }
+}
+
+fn method_of(path: &str) -> (&'static str, &'static str, &'static str) {
+    let mut parts = path.trim_start_matches('/').splitn(2, '/');
+    let (service, method) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    METHODS
+        .iter()
+        .find(|(s, m, _)| *s == service && *m == method)
+        .copied()
+        .unwrap_or(UNKNOWN)
+}
+
+/// Records one call's end, once.
+struct Recorder {
+    metrics: Arc<Metrics>,
+    labels: (&'static str, &'static str, &'static str),
+    started: Instant,
+    done: bool,
+}
+
+impl Recorder {
+    fn finish(&mut self, code: &str) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let (s, m, t) = self.labels;
+        let metrics = &self.metrics;
+        metrics.in_flight.dec();
+        metrics
+            .grpc_handled
+            .with_label_values(&[s, m, t, code])
+            .inc();
+        metrics
+            .grpc_seconds
+            .with_label_values(&[s, m, t])
+            .observe(self.started.elapsed().as_secs_f64());
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        // The body was dropped before its status: the client went away.
+        self.finish("CANCELLED");
+    }
+}
+
+fn status_name(headers: &http::HeaderMap) -> Option<&'static str> {
+    let code: i32 = headers.get("grpc-status")?.to_str().ok()?.parse().ok()?;
+    Some(
+        CODE_NAMES
+            .get(usize::try_from(code).ok()?)
+            .copied()
+            .unwrap_or("UNKNOWN"),
+    )
+}
+
+/// Counts every call of the port in the `grpc_server_*` series.
+#[derive(Clone)]
+pub struct GrpcMetricsLayer {
+    metrics: Arc<Metrics>,
+}
+
+impl GrpcMetricsLayer {
+    #[must_use]
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self { metrics }
+    }
+}
+
+impl<S> Layer<S> for GrpcMetricsLayer {
+    type Service = GrpcMetrics<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcMetrics {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct GrpcMetrics<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S, B, R> Service<http::Request<B>> for GrpcMetrics<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<R>>,
+    S::Future: Send + 'static,
+    R: Body<Data = Bytes> + Send + 'static,
+{
+    type Response = http::Response<MeteredBody<R>>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let labels = method_of(req.uri().path());
+        let metrics = self.metrics.clone();
+        metrics
+            .grpc_started
+            .with_label_values(&[labels.0, labels.1, labels.2])
+            .inc();
+        metrics.in_flight.inc();
+        let mut recorder = Recorder {
+            metrics,
+            labels,
+            started: Instant::now(),
+            done: false,
+        };
+        let future = self.inner.call(req);
+        Box::pin(async move {
+            let response = future.await?;
+            if let Some(code) = status_name(response.headers()) {
+                recorder.finish(code); // trailers-only answer
+            }
+            Ok(response.map(|inner| MeteredBody {
+                inner,
+                recorder: Some(recorder),
+            }))
+        })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that records the call's status when its trailers pass.
+    pub struct MeteredBody<B> {
+        #[pin]
+        inner: B,
+        recorder: Option<Recorder>,
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for MeteredBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(trailers) = frame.trailers_ref() {
+                    if let Some(r) = this.recorder.as_mut() {
+                        r.finish(status_name(trailers).unwrap_or("UNKNOWN"));
+                    }
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(r) = this.recorder.as_mut() {
+                    if !r.done {
+                        r.finish("UNKNOWN");
+                    }
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(r) = this.recorder.as_mut() {
+                    r.finish("INTERNAL");
+                }
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Serve `GET /metrics` on `listener` until `stop` turns true.
+pub async fn serve(listener: StdListener, metrics: Arc<Metrics>, mut stop: watch::Receiver<bool>) {
+    let Ok(listener) = TcpListener::from_std(listener) else {
+        log::error!("metrics listener unusable");
+        return;
+    };
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => return,
+        };
+        let Ok((stream, _)) = accepted else { continue };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let metrics = metrics.clone();
+                async move {
+                    let response = if req.uri().path() == "/metrics" {
+                        http::Response::builder()
+                            .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+                            .body(Full::new(Bytes::from(metrics.render())))
+                    } else {
+                        http::Response::builder()
+                            .status(404)
+                            .body(Full::new(Bytes::from_static(b"not found: try /metrics\n")))
+                    };
+                    Ok::<_, Infallible>(response.unwrap_or_default())
+                }
+            });
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,375 @@
+//! Running the data plane: its runtime (all cores), the gRPC port (tonic: `Scoring`, health,
+//! reflection v1 and v1alpha), the `/metrics` port, and a graceful stop.
+//!
+//! The gRPC port is bound at once (`SO_REUSEADDR`: a restart right after a stop binds, a port
+//! another server listens on fails at once) but takes connections only from [`DataPlane::serve`]
+//! on, which the control plane calls once its first champion is loaded (or known to be absent).
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener as StdListener, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::runtime::Runtime;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::codec::CompressionEncoding;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic_health::pb::health_server::HealthServer;
+use tonic_health::server::HealthReporter;
+use tonic_health::ServingStatus;
+use tower::util::MapResponseLayer;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::config::Config;
+use crate::errors::{size_limit_response, INTERNAL_MESSAGE};
+use crate::log::{LogConfig, PredictionSink, SegmentLog};
+use crate::metrics::{self, GrpcMetricsLayer, Metrics};
+use crate::plane::{Plane, Variants};
+use crate::proto;
+use crate::proto::scoring_server::ScoringServer;
+use crate::service::ScoringService;
+use crate::store::FeatureStore;
+
+/// The service name health reports for besides the server as a whole ("").
+pub const SCORING_SERVICE: &str = "credit.scoring.v1.Scoring";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot bind {what} on {addr}: {error}")]
+    Bind {
+        what: &'static str,
+        addr: String,
+        error: std::io::Error,
+    },
+    #[error("cannot start the data plane: {0}")]
+    Other(String),
+}
+
+fn resolve(host: &str, port: u16) -> std::io::Result<SocketAddr> {
+    (host, port)
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::other(format!("{host} resolves to no address")))
+}
+
+/// A socket bound to `host:port` (`SO_REUSEADDR`), not listening yet.
+fn reserve(host: &str, port: u16) -> std::io::Result<Socket> {
+    let addr = resolve(host, port)?;
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+fn local_port(socket: &Socket) -> u16 {
+    socket
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_socket())
+        .map_or(0, |a| a.port())
+}
+
+/// A panic in a handler answers that call `INTERNAL` (the cause goes to the log); the data plane
+/// goes on.
+fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> http::Response<Full<Bytes>> {
+    let what = err
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| err.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    log::error!("a call panicked: {what}");
+    http::Response::builder()
+        .header("content-type", "application/grpc")
+        .header("grpc-status", "13")
+        .header("grpc-message", INTERNAL_MESSAGE.replace(' ', "%20"))
+        .body(Full::new(Bytes::new()))
+        .unwrap_or_default()
+}
+
+/// The running data plane, owned by the control plane.
+pub struct DataPlane {
+    runtime: Runtime,
+    pub plane: Arc<Plane>,
+    health: HealthReporter,
+    health_service: Mutex<Option<HealthServer<tonic_health::server::HealthService>>>,
+    grpc_socket: Mutex<Option<Socket>>,
+    grpc_port: u16,
+    metrics_port: u16,
+    stop: watch::Sender<bool>,
+    server: Mutex<Option<JoinHandle<Result<(), String>>>>,
+    failed: Arc<AtomicBool>,
+}
+
+impl DataPlane {
+    /// Build the runtime, open the logs and the store, bind both ports; `/metrics` serves at
+    /// once, the gRPC port from [`Self::serve`] on. `store` is built inside the runtime.
+    pub fn start(
+        config: Config,
+        store: impl FnOnce() -> Result<FeatureStore, String>,
+    ) -> Result<Self, StartError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.threads.max(1))
+            .thread_name("altscore-data-plane")
+            .enable_all()
+            .build()
+            .map_err(|e| StartError::Other(format!("runtime: {e}")))?;
+        let metrics = Arc::new(Metrics::new().map_err(|e| StartError::Other(e.to_string()))?);
+        let store = {
+            let _guard = runtime.enter();
+            store().map_err(StartError::Other)?
+        };
+        let dropped = metrics.log_dropped.clone();
+        let predictions: Option<Arc<dyn PredictionSink>> = if config.log_predictions {
+            Some(Arc::new(
+                SegmentLog::open(
+                    &config.evaluation_dir,
+                    "predictions",
+                    LogConfig::default(),
+                    Some(Box::new(move |n| dropped.inc_by(n))),
+                )
+                .map_err(|e| StartError::Other(e.to_string()))?,
+            ))
+        } else {
+            None
+        };
+        let outcomes = SegmentLog::open(
+            &config.evaluation_dir,
+            "outcomes",
+            LogConfig::default(),
+            None,
+        )
+        .map_err(|e| StartError::Other(e.to_string()))?;
+        let grpc_socket =
+            reserve(&config.host, config.grpc_port).map_err(|error| StartError::Bind {
+                what: "gRPC",
+                addr: format!("{}:{}", config.host, config.grpc_port),
+                error,
+            })?;
+        // Fail now on a port another server listens on: SO_REUSEADDR alone lets a second
+        // bind through until listen().
+        grpc_socket.listen(1024).map_err(|error| StartError::Bind {
+            what: "gRPC",
+            addr: format!("{}:{}", config.host, config.grpc_port),
+            error,
+        })?;
+        let grpc_port = local_port(&grpc_socket);
+        let metrics_addr = format!("{}:{}", config.metrics_host, config.metrics_port);
+        let metrics_listener = resolve(&config.metrics_host, config.metrics_port)
+            .and_then(StdListener::bind)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|error| StartError::Bind {
+                what: "metrics",
+                addr: metrics_addr,
+                error,
+            })?;
+        let metrics_port = metrics_listener.local_addr().map_or(0, |a| a.port());
+        let (stop, stopped) = watch::channel(false);
+        runtime.spawn(metrics::serve(metrics_listener, metrics.clone(), stopped));
+        let (health, health_service) = runtime.block_on(async {
+            let reporter = HealthReporter::new();
+            let service = HealthServer::new(
+                tonic_health::server::HealthService::from_health_reporter(reporter.clone()),
+            );
+            reporter
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
+            reporter
+                .set_service_status(SCORING_SERVICE, ServingStatus::NotServing)
+                .await;
+            (reporter, service)
+        });
+        let plane = Arc::new(Plane::new(config, store, predictions, outcomes, metrics));
+        Ok(Self {
+            runtime,
+            plane,
+            health,
+            health_service: Mutex::new(Some(health_service)),
+            grpc_socket: Mutex::new(Some(grpc_socket)),
+            grpc_port,
+            metrics_port,
+            stop,
+            server: Mutex::new(None),
+            failed: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    #[must_use]
+    pub fn grpc_port(&self) -> u16 {
+        self.grpc_port
+    }
+
+    #[must_use]
+    pub fn metrics_port(&self) -> u16 {
+        self.metrics_port
+    }
+
+    /// Run a future on the data plane's runtime, blocking the caller.
+    pub fn block_on<F: Future>(&self, f: F) -> F::Output {
+        self.runtime.block_on(f)
+    }
+
+    /// Start taking calls on the gRPC port. Idempotent.
+    pub fn serve(&self) -> Result<(), StartError> {
+        let Some(socket) = self
+            .grpc_socket
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        else {
+            return Ok(());
+        };
+        let Some(health) = self
+            .health_service
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        else {
+            return Ok(());
+        };
+        let config = &self.plane.config;
+        let std_listener: StdListener = socket.into();
+        let listener = {
+            let _guard = self.runtime.enter();
+            tokio::net::TcpListener::from_std(std_listener)
+                .map_err(|e| StartError::Other(format!("gRPC listener: {e}")))?
+        };
+        let mut builder = Server::builder()
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(config.keepalive))
+            .http2_keepalive_timeout(Some(config.keepalive))
+            .max_concurrent_streams(Some(config.max_concurrent_streams))
+            .initial_stream_window_size(Some(1 << 20))
+            .initial_connection_window_size(Some(4 << 20));
+        if let Some(tls) = &config.tls {
+            let read = |p: &std::path::Path| {
+                std::fs::read(p)
+                    .map_err(|e| StartError::Other(format!("TLS file {}: {e}", p.display())))
+            };
+            let mut tls_config = ServerTlsConfig::new()
+                .identity(Identity::from_pem(read(&tls.cert)?, read(&tls.key)?));
+            if let Some(ca) = &tls.client_ca {
+                tls_config = tls_config.client_ca_root(Certificate::from_pem(read(ca)?));
+            }
+            builder = builder
+                .tls_config(tls_config)
+                .map_err(|e| StartError::Other(format!("TLS: {e}")))?;
+        }
+        let scoring = ScoringServer::new(ScoringService::new(self.plane.clone()))
+            .max_decoding_message_size(config.max_message_bytes)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd)
+            .send_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Zstd);
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| StartError::Other(format!("reflection: {e}")))?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()
+            .map_err(|e| StartError::Other(format!("reflection: {e}")))?;
+        let router = builder
+            .layer(GrpcMetricsLayer::new(self.plane.metrics.clone()))
+            .layer(CatchPanicLayer::custom(panic_response))
+            .layer(MapResponseLayer::new(
+                size_limit_response::<tonic::body::Body> as fn(_) -> _,
+            ))
+            .add_service(health)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(scoring);
+        let mut stopped = self.stop.subscribe();
+        let failed = self.failed.clone();
+        let task = self.runtime.spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            };
+            let result = router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+                .await
+                .map_err(|e| e.to_string());
+            if let Err(e) = &result {
+                failed.store(true, Ordering::SeqCst);
+                log::error!("the gRPC server stopped: {e}");
+            }
+            result
+        });
+        *self.server.lock().unwrap_or_else(PoisonError::into_inner) = Some(task);
+        Ok(())
+    }
+
+    /// Whether the gRPC server takes calls (false before `serve`, and once it has failed or
+    /// stopped).
+    #[must_use]
+    pub fn running(&self) -> bool {
+        if self.failed.load(Ordering::SeqCst) {
+            return false;
+        }
+        self.server
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|t| !t.is_finished())
+    }
+
+    /// Serve `variants` (None: nothing) from now on; health follows.
+    pub fn set_variants(&self, variants: Option<Variants>) {
+        let serving = variants.is_some();
+        self.plane.set_variants(variants);
+        let status = if serving {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        self.runtime.block_on(async {
+            self.health.set_service_status("", status).await;
+            self.health
+                .set_service_status(SCORING_SERVICE, status)
+                .await;
+        });
+    }
+
+    /// Health NOT_SERVING, stop accepting, give calls in flight `grace`, then write what the
+    /// logs hold. Idempotent.
+    pub fn shutdown(&self, grace: Duration) {
+        self.runtime.block_on(async {
+            self.health
+                .set_service_status("", ServingStatus::NotServing)
+                .await;
+            self.health
+                .set_service_status(SCORING_SERVICE, ServingStatus::NotServing)
+                .await;
+        });
+        let _ = self.stop.send(true);
+        let task = self
+            .server
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(task) = task {
+            let done = self
+                .runtime
+                .block_on(async { tokio::time::timeout(grace, task).await });
+            if done.is_err() {
+                log::warn!("calls still in flight after {grace:?}: stopping anyway");
+            }
+        }
+        if let Some(p) = &self.plane.predictions {
+            if let Err(e) = p.close() {
+                log::error!("{e}");
+            }
+        }
+        if let Err(e) = self.plane.outcomes.close() {
+            log::error!("{e}");
+        }
+    }
+}

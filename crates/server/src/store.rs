@@ -1,0 +1,499 @@
+//! The online feature store, read side: per-entity features looked up by applicant id, one round
+//! trip per request or micro-batch, under a hard timeout.
+//!
+//! Two backends keep one contract (the Python contract tests run against both through the
+//! binding):
+//! - [`Backend::Redis`]: redis-rs on tokio, standalone (`ConnectionManager`: multiplexed,
+//!   reconnects by itself) or Redis Cluster (`MGET` is split by slot by the client);
+//! - [`Backend::Embedded`]: the laptop default, in process, filled from the served model's entity
+//!   snapshot.
+//!
+//! Key layout (written by `training publish` through `credit_core.feature_store`)::
+//!
+//! ```text
+//! altscore:fs:{namespace}:active                  the active version's name
+//! altscore:fs:{namespace}:{version}:{entity_id}   the entity's features, a JSON object
+//! ```
+//!
+//! A read sends `GET pointer` and `MGET` of the keys under the version it saw last, together
+//! (one round trip). When the pointer still names that version that is the answer; when it names
+//! another (just after an activation) a second `MGET` follows and the version is remembered: a
+//! switch is seen by the very next read, and one `MGET` never mixes two versions. No active
+//! version is a failure of the store (a Redis restarted empty must not turn every applicant into
+//! a new customer), as is a timeout, a refused connection or a corrupt value. Failures are
+//! logged once per outage (and once when the store is back), not once per request.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use serde_json::Value;
+
+pub const KEY_PREFIX: &str = "altscore:fs";
+
+/// `MGET`'s answer: each key's bytes, or nothing.
+type Raw = Vec<Option<Vec<u8>>>;
+
+/// One stored feature value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoredValue {
+    Number(f64),
+    Text(String),
+}
+
+/// One entity's features, by name.
+pub type StoredRow = HashMap<String, StoredValue>;
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum StoreError {
+    #[error(
+        "feature store read of {ids} ids in {namespace:?} at {at} timed out after {seconds} s"
+    )]
+    Timeout {
+        ids: usize,
+        namespace: String,
+        at: String,
+        seconds: f64,
+    },
+    #[error("feature store at {at} failed: {what}")]
+    Failed { at: String, what: String },
+    #[error("feature store at {at} has no active version of {namespace:?} (nothing published, or restarted empty)")]
+    NoActiveVersion { at: String, namespace: String },
+    #[error("feature store at {at}: corrupt value under {key}: {what}")]
+    Corrupt {
+        at: String,
+        key: String,
+        what: String,
+    },
+    #[error("feature store: {0}")]
+    BadArgument(String),
+}
+
+#[must_use]
+pub fn pointer_key(namespace: &str) -> String {
+    format!("{KEY_PREFIX}:{namespace}:active")
+}
+
+#[must_use]
+pub fn data_key(namespace: &str, version: &str, entity: &str) -> String {
+    format!("{KEY_PREFIX}:{namespace}:{version}:{entity}")
+}
+
+pub fn check_name(what: &str, value: &str) -> Result<(), StoreError> {
+    if value.is_empty() || value.contains(':') {
+        return Err(StoreError::BadArgument(format!(
+            "{what} must be a non-empty string without ':': {value:?}"
+        )));
+    }
+    Ok(())
+}
+
+/// A stored JSON object to a row; numbers and strings only.
+pub fn decode_row(raw: &[u8]) -> Result<StoredRow, String> {
+    let map: serde_json::Map<String, Value> =
+        serde_json::from_slice(raw).map_err(|e| e.to_string())?;
+    map.into_iter()
+        .map(|(k, v)| match v {
+            Value::Number(n) => n
+                .as_f64()
+                .map(|x| (k.clone(), StoredValue::Number(x)))
+                .ok_or_else(|| format!("{k}: not a float")),
+            Value::String(s) => Ok((k, StoredValue::Text(s))),
+            other => Err(format!("{k}: {other} is neither a number nor a string")),
+        })
+        .collect()
+}
+
+/// A URL with its password hidden, for messages.
+fn safe_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            let user = creds.split(':').next().unwrap_or_default();
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(tokio::sync::Mutex<Option<ClusterConnection>>, ClusterClient),
+}
+
+/// Redis (standalone or Cluster).
+pub struct RedisStore {
+    at: String,
+    conn: Conn,
+    /// namespace -> the active version the last read saw.
+    seen: Mutex<HashMap<String, String>>,
+}
+
+impl RedisStore {
+    /// `urls`: one `redis://`, `rediss://` or `unix://` URL, or (cluster) several seed nodes.
+    /// Connections are made on first use, inside a runtime.
+    pub fn new(
+        urls: &[String],
+        cluster: bool,
+        connect_timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        let at = urls
+            .iter()
+            .map(|u| safe_url(u))
+            .collect::<Vec<_>>()
+            .join(",");
+        let bad =
+            |e: redis::RedisError| StoreError::BadArgument(format!("bad Redis URL {at:?}: {e}"));
+        let conn = if cluster {
+            let client = ClusterClient::builder(urls.to_vec())
+                .connection_timeout(connect_timeout)
+                .retries(1)
+                .build()
+                .map_err(bad)?;
+            Conn::Cluster(tokio::sync::Mutex::new(None), client)
+        } else {
+            let [url] = urls else {
+                return Err(StoreError::BadArgument(format!(
+                    "one Redis URL expected (set cluster mode for several): {at:?}"
+                )));
+            };
+            let client = redis::Client::open(url.as_str()).map_err(bad)?;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(connect_timeout))
+                .set_number_of_retries(1)
+                .set_min_delay(Duration::from_millis(10))
+                .set_max_delay(Duration::from_millis(500));
+            Conn::Single(ConnectionManager::new_lazy_with_config(client, config).map_err(bad)?)
+        };
+        Ok(Self {
+            at,
+            conn,
+            seen: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn failed(&self, e: &redis::RedisError) -> StoreError {
+        StoreError::Failed {
+            at: self.at.clone(),
+            what: e.to_string(),
+        }
+    }
+
+    async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, StoreError> {
+        match &self.conn {
+            Conn::Single(manager) => {
+                let mut c = manager.clone();
+                cmd.query_async(&mut c).await.map_err(|e| self.failed(&e))
+            }
+            Conn::Cluster(slot, client) => {
+                let mut c = {
+                    let mut guard = slot.lock().await;
+                    if let Some(c) = &*guard {
+                        c.clone()
+                    } else {
+                        let c = client
+                            .get_async_connection()
+                            .await
+                            .map_err(|e| self.failed(&e))?;
+                        *guard = Some(c.clone());
+                        c
+                    }
+                };
+                cmd.query_async(&mut c).await.map_err(|e| self.failed(&e))
+            }
+        }
+    }
+
+    async fn mget(&self, namespace: &str, version: &str, ids: &[&str]) -> Result<Raw, StoreError> {
+        let mut cmd = redis::cmd("MGET");
+        for id in ids {
+            cmd.arg(data_key(namespace, version, id));
+        }
+        self.query(&cmd).await
+    }
+
+    async fn get_many(
+        &self,
+        namespace: &str,
+        ids: &[&str],
+    ) -> Result<Vec<Option<StoredRow>>, StoreError> {
+        let pointer = redis::cmd("GET").arg(pointer_key(namespace)).clone();
+        let seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(namespace)
+            .cloned();
+        let (active, mut values): (Option<String>, Option<Raw>) = match &seen {
+            None => (self.query(&pointer).await?, None),
+            Some(version) => {
+                let (active, values) =
+                    tokio::join!(self.query(&pointer), self.mget(namespace, version, ids));
+                (active?, Some(values?))
+            }
+        };
+        let Some(active) = active else {
+            self.seen
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(namespace);
+            return Err(StoreError::NoActiveVersion {
+                at: self.at.clone(),
+                namespace: namespace.to_string(),
+            });
+        };
+        if seen.as_deref() != Some(active.as_str()) {
+            values = Some(self.mget(namespace, &active, ids).await?);
+            self.seen
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(namespace.to_string(), active.clone());
+        }
+        values
+            .unwrap_or_default()
+            .into_iter()
+            .zip(ids)
+            .map(|(raw, id)| {
+                raw.map(|bytes| {
+                    decode_row(&bytes).map_err(|what| StoreError::Corrupt {
+                        at: self.at.clone(),
+                        key: data_key(namespace, &active, id),
+                        what,
+                    })
+                })
+                .transpose()
+            })
+            .collect()
+    }
+}
+
+/// Rows of one version: entity id -> (expiry, row).
+type Version = HashMap<String, (Option<Instant>, StoredRow)>;
+
+/// The in-process store of a laptop run: Redis's behaviour (versions, pointer, expiry) in maps.
+#[derive(Default)]
+pub struct EmbeddedStore {
+    data: RwLock<HashMap<String, HashMap<String, Version>>>,
+    active: RwLock<HashMap<String, String>>,
+}
+
+impl EmbeddedStore {
+    /// Write rows under a version that is not the active one.
+    pub fn publish(
+        &self,
+        namespace: &str,
+        version: &str,
+        rows: Vec<(String, StoredRow)>,
+        ttl: Option<Duration>,
+    ) -> Result<usize, StoreError> {
+        check_name("namespace", namespace)?;
+        check_name("version", version)?;
+        if self.active_version(namespace)?.as_deref() == Some(version) {
+            return Err(StoreError::BadArgument(format!(
+                "version {version:?} of {namespace:?} is active: publish a new one"
+            )));
+        }
+        let expiry = ttl.map(|t| Instant::now() + t);
+        let n = rows.len();
+        let mut data = self.data.write().unwrap_or_else(PoisonError::into_inner);
+        let target = data
+            .entry(namespace.to_string())
+            .or_default()
+            .entry(version.to_string())
+            .or_default();
+        for (id, row) in rows {
+            target.insert(id, (expiry, row));
+        }
+        Ok(n)
+    }
+
+    /// Switch the active version (one step); expired rows are dropped.
+    pub fn activate(&self, namespace: &str, version: &str) -> Result<(), StoreError> {
+        check_name("namespace", namespace)?;
+        check_name("version", version)?;
+        let now = Instant::now();
+        self.active
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(namespace.to_string(), version.to_string());
+        let mut data = self.data.write().unwrap_or_else(PoisonError::into_inner);
+        for versions in data.values_mut() {
+            versions.retain(|_, rows| {
+                rows.retain(|_, (exp, _)| exp.is_none_or(|e| e > now));
+                !rows.is_empty()
+            });
+        }
+        Ok(())
+    }
+
+    pub fn active_version(&self, namespace: &str) -> Result<Option<String>, StoreError> {
+        check_name("namespace", namespace)?;
+        Ok(self
+            .active
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(namespace)
+            .cloned())
+    }
+
+    fn get_many(
+        &self,
+        namespace: &str,
+        ids: &[&str],
+    ) -> Result<Vec<Option<StoredRow>>, StoreError> {
+        let Some(version) = self.active_version(namespace)? else {
+            return Err(StoreError::NoActiveVersion {
+                at: "embedded".into(),
+                namespace: namespace.to_string(),
+            });
+        };
+        let now = Instant::now();
+        let data = self.data.read().unwrap_or_else(PoisonError::into_inner);
+        let rows = data.get(namespace).and_then(|v| v.get(&version));
+        Ok(ids
+            .iter()
+            .map(|id| {
+                rows.and_then(|r| r.get(*id))
+                    .filter(|(exp, _)| exp.is_none_or(|e| e > now))
+                    .map(|(_, row)| row.clone())
+            })
+            .collect())
+    }
+}
+
+pub enum Backend {
+    Redis(RedisStore),
+    Embedded(EmbeddedStore),
+}
+
+/// The store the data plane reads, with its outage state.
+pub struct FeatureStore {
+    pub backend: Backend,
+    failing: AtomicBool,
+}
+
+impl fmt::Debug for FeatureStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.backend {
+            Backend::Redis(r) => write!(f, "RedisStore({})", r.at),
+            Backend::Embedded(_) => f.write_str("EmbeddedStore"),
+        }
+    }
+}
+
+impl FeatureStore {
+    #[must_use]
+    pub fn new(backend: Backend) -> Self {
+        Self {
+            backend,
+            failing: AtomicBool::new(false),
+        }
+    }
+
+    #[must_use]
+    pub fn embedded(&self) -> Option<&EmbeddedStore> {
+        match &self.backend {
+            Backend::Embedded(e) => Some(e),
+            Backend::Redis(_) => None,
+        }
+    }
+
+    /// Features of each id under the active version, in the order of `ids`; `None` for an
+    /// unknown (or expired) entity. At most `timeout`, then [`StoreError::Timeout`].
+    pub async fn get_many(
+        &self,
+        namespace: &str,
+        ids: &[&str],
+        timeout: Duration,
+    ) -> Result<Vec<Option<StoredRow>>, StoreError> {
+        check_name("namespace", namespace)?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let result = match &self.backend {
+            Backend::Embedded(e) => e.get_many(namespace, ids),
+            Backend::Redis(r) => {
+                match tokio::time::timeout(timeout, r.get_many(namespace, ids)).await {
+                    Ok(result) => result,
+                    Err(_) => Err(StoreError::Timeout {
+                        ids: ids.len(),
+                        namespace: namespace.to_string(),
+                        at: r.at.clone(),
+                        seconds: timeout.as_secs_f64(),
+                    }),
+                }
+            }
+        };
+        match &result {
+            Err(StoreError::BadArgument(_)) => {}
+            Err(e) => {
+                if !self.failing.swap(true, Ordering::Relaxed) {
+                    log::warn!("{e} (logged once until the store answers again)");
+                }
+            }
+            Ok(_) => {
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    log::info!("feature store {self:?} answers again");
+                }
+            }
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_decode_numbers_and_strings_only() {
+        let row = decode_row(br#"{"a":1.5,"b":"x","c":-0.0,"d":1e-300}"#).unwrap_or_default();
+        assert_eq!(row.get("a"), Some(&StoredValue::Number(1.5)));
+        assert_eq!(row.get("b"), Some(&StoredValue::Text("x".into())));
+        assert_eq!(row.get("d"), Some(&StoredValue::Number(1e-300)));
+        assert!(decode_row(br#"{"a":null}"#).is_err());
+        assert!(decode_row(b"[1]").is_err());
+        assert!(decode_row(b"{").is_err());
+    }
+
+    #[test]
+    fn urls_hide_passwords() {
+        assert_eq!(safe_url("redis://u:s3cret@h:1/0"), "redis://u:***@h:1/0");
+        assert_eq!(safe_url("redis://h:1/0"), "redis://h:1/0");
+    }
+
+    #[test]
+    fn embedded_store_versions_and_expiry() {
+        let s = EmbeddedStore::default();
+        let row: StoredRow = [("x".to_string(), StoredValue::Number(1.0))].into();
+        assert_eq!(
+            s.publish("ns", "v1", vec![("a".into(), row.clone())], None)
+                .ok(),
+            Some(1)
+        );
+        assert!(
+            s.get_many("ns", &["a"]).is_err(),
+            "no active version is a failure"
+        );
+        assert!(s.activate("ns", "v1").is_ok());
+        assert_eq!(
+            s.get_many("ns", &["a", "b"]).ok(),
+            Some(vec![Some(row.clone()), None])
+        );
+        assert!(
+            s.publish("ns", "v1", vec![], None).is_err(),
+            "the active version is read-only"
+        );
+        assert!(s.publish("n:s", "v2", vec![], None).is_err());
+        assert!(s
+            .publish("ns", "v2", vec![("a".into(), row)], Some(Duration::ZERO))
+            .is_ok());
+        assert!(s.activate("ns", "v2").is_ok());
+        assert_eq!(s.get_many("ns", &["a"]).ok(), Some(vec![None]), "expired");
+    }
+}
