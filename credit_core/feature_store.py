@@ -171,19 +171,28 @@ class RedisFeatureStore:
     """Publishes features to Redis with redis-py (see the module docstring for the key layout).
 
     ``connect_timeout`` bounds a TCP connect; ``command_timeout`` bounds one round trip (a
-    batch). Connections are made on first use.
+    batch). Connections are made on first use. ``cluster``: ``url`` lists the seed nodes of a
+    Redis Cluster, comma-separated (redis-py's cluster client routes every key to its slot).
     """
 
     def __init__(
-        self, url: str, *, connect_timeout: float = 2.0, command_timeout: float = 30.0
+        self,
+        url: str,
+        *,
+        connect_timeout: float = 2.0,
+        command_timeout: float = 30.0,
+        cluster: bool = False,
     ) -> None:
         self.url = url
-        self._where = _safe_url(url)
+        self.cluster = cluster
+        self._where = ",".join(_safe_url(u) for u in url.split(","))
         try:
-            parts = urlsplit(url)
-            _ = parts.port  # raises on a bad port
-            if parts.scheme not in ("redis", "rediss", "unix"):
-                raise ValueError("the scheme must be redis://, rediss:// or unix://")
+            urls = [u.strip() for u in url.split(",")] if cluster else [url]
+            for u in urls:
+                parts = urlsplit(u)
+                _ = parts.port  # raises on a bad port
+                if parts.scheme not in ("redis", "rediss", "unix"):
+                    raise ValueError("the scheme must be redis://, rediss:// or unix://")
         except (ValueError, TypeError, AttributeError) as e:
             raise FeatureStoreError(f"feature store: bad Redis URL {self._where!r}: {e}") from e
         for name, value in (("connect", connect_timeout), ("command", command_timeout)):
@@ -201,7 +210,7 @@ class RedisFeatureStore:
     def _mapped(self, what: str) -> Iterator[None]:
         try:
             yield
-        except (RedisError, OSError) as e:
+        except (RedisError, OSError, ConnectionError) as e:
             raise FeatureStoreError(
                 f"feature store {what} at {self._where} failed: {type(e).__name__}: {e}"
             ) from e
@@ -213,12 +222,32 @@ class RedisFeatureStore:
                 from redis.backoff import NoBackoff
                 from redis.retry import Retry
 
-                self._client = redis.Redis.from_url(
-                    self.url,
-                    socket_connect_timeout=self.connect_timeout,
-                    socket_timeout=self.command_timeout,
-                    retry=Retry(NoBackoff(), 1),
-                )
+                if self.cluster:
+                    from redis.cluster import ClusterNode, RedisCluster
+
+                    nodes = [urlsplit(u.strip()) for u in self.url.split(",")]
+                    self._client = cast(
+                        "redis.Redis",
+                        RedisCluster(
+                            startup_nodes=[
+                                # redis-py ships ClusterNode.__init__ without annotations
+                                ClusterNode(  # type: ignore[no-untyped-call]
+                                    n.hostname or "127.0.0.1", n.port or 6379
+                                )
+                                for n in nodes
+                            ],
+                            password=nodes[0].password,
+                            socket_connect_timeout=self.connect_timeout,
+                            socket_timeout=self.command_timeout,
+                        ),
+                    )
+                else:
+                    self._client = redis.Redis.from_url(
+                        self.url,
+                        socket_connect_timeout=self.connect_timeout,
+                        socket_timeout=self.command_timeout,
+                        retry=Retry(NoBackoff(), 1),
+                    )
             return self._client
 
     def close(self) -> None:

@@ -74,7 +74,7 @@ def _publish(ns: argparse.Namespace, settings: TrainingSettings, console: Consol
         return 2
     try:
         spec = load_spec(ns.spec)
-        store = RedisFeatureStore(settings.redis_url)
+        store = RedisFeatureStore(settings.redis_url, cluster=settings.redis_cluster)
         version, rows = publish_entities(
             spec,
             ns.data.parent,

@@ -38,7 +38,10 @@ class TrainingSettings(BaseSettings):
     redis_url: str | None = Field(
         None, validation_alias=AliasChoices("ALTSCORE_REDIS_URL", "REDIS_URL")
     )
-    """Online feature store for ``publish`` (``REDIS_URL`` works too)."""
+    """Online feature store for ``publish`` (``REDIS_URL`` works too; with ``redis_cluster``,
+    the seed nodes, comma-separated)."""
+    redis_cluster: bool = False
+    """``redis_url`` names the seed nodes of a Redis Cluster."""
 
     @field_validator("redis_url")
     @classmethod

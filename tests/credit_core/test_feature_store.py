@@ -455,3 +455,31 @@ def test_redis_frozen_server_times_out_and_recovers(own_redis: RedisServer, ns: 
     for k in range(len(ids)):
         assert backend.read(ns, ids[k:], 1.0) == expected[k:]
         assert fresh.get_many(ns, ids[:k], 1.0) == expected[:k]
+
+
+def test_redis_cluster_reads_across_slots(tmp_path: Path, ns: str) -> None:
+    """A Redis Cluster of three masters: the publisher writes every key to its slot's node, and
+    the data plane's client reads a request's entities (many slots) and the pointer in one
+    lookup."""
+    from tests.redis_server import RedisCluster
+
+    cluster = RedisCluster(tmp_path).start()
+    try:
+        publisher = RedisFeatureStore(cluster.urls, cluster=True)
+        ids = [f"customer-{i}" for i in range(200)]
+        assert (
+            publisher.publish(
+                ns, "v1", [(i, {"n": float(k)}) for k, i in enumerate(ids)], ttl_seconds=600
+            )
+            == 200
+        )
+        publisher.activate(ns, "v1")
+        reader = FeatureStoreClient(cluster.urls, cluster=True)
+        got = reader.get_many(ns, [*ids, "unknown"], 2.0)
+        assert got == [{"n": float(k)} for k in range(200)] + [None]
+        publisher.publish(ns, "v2", [("customer-0", {"n": -1.0})], ttl_seconds=600)
+        publisher.activate(ns, "v2")
+        assert reader.get_many(ns, ["customer-0", "customer-1"], 2.0) == [{"n": -1.0}, None]
+        publisher.close()
+    finally:
+        cluster.close()
