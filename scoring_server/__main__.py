@@ -25,4 +25,10 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # The data plane has stopped and written its logs: leave now, without waiting for the
+    # interpreter to tear down native threads (nothing is left to run).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

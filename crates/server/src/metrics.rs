@@ -11,7 +11,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::TcpListener as StdListener;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -84,6 +84,38 @@ pub fn code_name(code: tonic::Code) -> &'static str {
     CODE_NAMES.get(code as usize).copied().unwrap_or("UNKNOWN")
 }
 
+/// A labelled child resolved on first use, then kept (no label lookup per call).
+struct Lazy<T> {
+    cell: OnceLock<T>,
+}
+
+impl<T: Clone> Lazy<T> {
+    const fn new() -> Self {
+        Self {
+            cell: OnceLock::new(),
+        }
+    }
+
+    fn get(&self, make: impl FnOnce() -> T) -> &T {
+        self.cell.get_or_init(make)
+    }
+}
+
+/// The `grpc_server_*` series of one method.
+struct MethodSeries {
+    labels: (&'static str, &'static str, &'static str),
+    started: IntCounter,
+    seconds: Histogram,
+    handled: [Lazy<IntCounter>; 17],
+}
+
+/// The `credit_scoring_requests_total` / `_request_duration_seconds` series of one RPC.
+struct RpcSeries {
+    rpc: &'static str,
+    latency: Histogram,
+    requests: [Lazy<IntCounter>; 17],
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub requests: IntCounterVec,
@@ -104,7 +136,17 @@ pub struct Metrics {
     pub grpc_seconds: HistogramVec,
     pub grpc_received: IntCounterVec,
     pub grpc_sent: IntCounterVec,
+    methods: Vec<MethodSeries>,
+    rpcs: Vec<RpcSeries>,
 }
+
+const SCORING_RPCS: [&str; 5] = [
+    "Score",
+    "ScoreBatch",
+    "ScoreStream",
+    "GetModelInfo",
+    "ReportOutcome",
+];
 
 fn counter_vec(
     r: &Registry,
@@ -179,19 +221,55 @@ impl Metrics {
             "Calls started and not yet finished, on every service of the port.",
         )?;
         r.register(Box::new(in_flight.clone()))?;
+        let requests = counter_vec(
+            &r,
+            "credit_scoring_requests_total",
+            "Scoring requests by RPC and gRPC status code (stream messages count one each).",
+            &["rpc", "code"],
+        )?;
+        let latency = histogram_vec(
+            &r,
+            "credit_scoring_request_duration_seconds",
+            "Server time per request (per message for streams).",
+            &["rpc"],
+        )?;
+        let grpc_started = counter_vec(
+            &r,
+            "grpc_server_started_total",
+            "RPCs started on the server.",
+            &grpc,
+        )?;
+        let grpc_seconds = histogram_vec(
+            &r,
+            "grpc_server_handling_seconds",
+            "Time from the start of an RPC to its status.",
+            &grpc,
+        )?;
+        let methods = METHODS
+            .iter()
+            .chain(std::iter::once(&UNKNOWN))
+            .map(|labels| MethodSeries {
+                labels: *labels,
+                started: grpc_started.with_label_values(&[labels.0, labels.1, labels.2]),
+                seconds: grpc_seconds.with_label_values(&[labels.0, labels.1, labels.2]),
+                handled: std::array::from_fn(|_| Lazy::new()),
+            })
+            .collect();
+        let rpcs = SCORING_RPCS
+            .iter()
+            .map(|rpc| RpcSeries {
+                rpc,
+                latency: latency.with_label_values(&[rpc]),
+                requests: std::array::from_fn(|_| Lazy::new()),
+            })
+            .collect();
         Ok(Self {
-            requests: counter_vec(
-                &r,
-                "credit_scoring_requests_total",
-                "Scoring requests by RPC and gRPC status code (stream messages count one each).",
-                &["rpc", "code"],
-            )?,
-            latency: histogram_vec(
-                &r,
-                "credit_scoring_request_duration_seconds",
-                "Server time per request (per message for streams).",
-                &["rpc"],
-            )?,
+            methods,
+            rpcs,
+            requests,
+            latency,
+            grpc_started,
+            grpc_seconds,
             applicants: counter_vec(
                 &r,
                 "credit_scoring_applicants_scored_total",
@@ -231,23 +309,11 @@ impl Metrics {
                 "Prediction records the log could not take (full or failing); requests were \
                  answered.",
             )?,
-            grpc_started: counter_vec(
-                &r,
-                "grpc_server_started_total",
-                "RPCs started on the server.",
-                &grpc,
-            )?,
             grpc_handled: counter_vec(
                 &r,
                 "grpc_server_handled_total",
                 "RPCs completed on the server, whatever their status.",
                 &["grpc_service", "grpc_method", "grpc_type", "grpc_code"],
-            )?,
-            grpc_seconds: histogram_vec(
-                &r,
-                "grpc_server_handling_seconds",
-                "Time from the start of an RPC to its status.",
-                &grpc,
             )?,
             grpc_received: counter_vec(
                 &r,
@@ -275,69 +341,74 @@ impl Metrics {
 
     /// One scoring request (or stream message) finished with `code` after `seconds`.
     pub fn observe(&self, rpc: &str, code: tonic::Code, seconds: f64, n: u64) {
-        self.requests
-            .with_label_values(&[rpc, code_name(code)])
+        let Some(series) = self.rpcs.iter().find(|s| s.rpc == rpc) else {
+            return;
+        };
+        let i = (code as usize).min(16);
+        series.requests[i]
+            .get(|| self.requests.with_label_values(&[rpc, CODE_NAMES[i]]))
             .inc_by(n);
-        let h = self.latency.with_label_values(&[rpc]);
         for _ in 0..n {
-            h.observe(seconds);
+            series.latency.observe(seconds);
         }
     }
-}
 
-fn method_of(path: &str) -> (&'static str, &'static str, &'static str) {
-    let mut parts = path.trim_start_matches('/').splitn(2, '/');
-    let (service, method) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    METHODS
-        .iter()
-        .find(|(s, m, _)| *s == service && *m == method)
-        .copied()
-        .unwrap_or(UNKNOWN)
+    fn method(&self, path: &str) -> &MethodSeries {
+        let mut parts = path.trim_start_matches('/').splitn(2, '/');
+        let (service, method) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        self.methods
+            .iter()
+            .find(|m| m.labels.0 == service && m.labels.1 == method)
+            .or_else(|| self.methods.last())
+            .unwrap_or(&self.methods[0])
+    }
 }
 
 /// Records one call's end, once.
 struct Recorder {
     metrics: Arc<Metrics>,
-    labels: (&'static str, &'static str, &'static str),
+    method: usize,
     started: Instant,
     done: bool,
 }
 
 impl Recorder {
-    fn finish(&mut self, code: &str) {
+    fn finish(&mut self, code: usize) {
         if self.done {
             return;
         }
         self.done = true;
-        let (s, m, t) = self.labels;
         let metrics = &self.metrics;
+        let series = &metrics.methods[self.method];
+        let (s, m, t) = series.labels;
         metrics.in_flight.dec();
-        metrics
-            .grpc_handled
-            .with_label_values(&[s, m, t, code])
+        series.handled[code]
+            .get(|| {
+                metrics
+                    .grpc_handled
+                    .with_label_values(&[s, m, t, CODE_NAMES[code]])
+            })
             .inc();
-        metrics
-            .grpc_seconds
-            .with_label_values(&[s, m, t])
-            .observe(self.started.elapsed().as_secs_f64());
+        series.seconds.observe(self.started.elapsed().as_secs_f64());
     }
 }
 
 impl Drop for Recorder {
     fn drop(&mut self) {
         // The body was dropped before its status: the client went away.
-        self.finish("CANCELLED");
+        self.finish(tonic::Code::Cancelled as usize);
     }
 }
 
-fn status_name(headers: &http::HeaderMap) -> Option<&'static str> {
-    let code: i32 = headers.get("grpc-status")?.to_str().ok()?.parse().ok()?;
-    Some(
-        CODE_NAMES
-            .get(usize::try_from(code).ok()?)
-            .copied()
-            .unwrap_or("UNKNOWN"),
-    )
+/// The status code (index into [`CODE_NAMES`]) of `grpc-status`; 2 (UNKNOWN) for a bad one.
+fn status_code(headers: &http::HeaderMap) -> Option<usize> {
+    let value = headers.get("grpc-status")?;
+    let code = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|c| *c < CODE_NAMES.len());
+    Some(code.unwrap_or(tonic::Code::Unknown as usize))
 }
 
 /// Counts every call of the port in the `grpc_server_*` series.
@@ -385,23 +456,25 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let labels = method_of(req.uri().path());
         let metrics = self.metrics.clone();
-        metrics
-            .grpc_started
-            .with_label_values(&[labels.0, labels.1, labels.2])
-            .inc();
+        let series = metrics.method(req.uri().path());
+        series.started.inc();
+        let method = metrics
+            .methods
+            .iter()
+            .position(|m| std::ptr::eq(m, series))
+            .unwrap_or(0);
         metrics.in_flight.inc();
         let mut recorder = Recorder {
             metrics,
-            labels,
+            method,
             started: Instant::now(),
             done: false,
         };
         let future = self.inner.call(req);
         Box::pin(async move {
             let response = future.await?;
-            if let Some(code) = status_name(response.headers()) {
+            if let Some(code) = status_code(response.headers()) {
                 recorder.finish(code); // trailers-only answer
             }
             Ok(response.map(|inner| MeteredBody {
@@ -435,20 +508,18 @@ impl<B: Body<Data = Bytes>> Body for MeteredBody<B> {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(trailers) = frame.trailers_ref() {
                     if let Some(r) = this.recorder.as_mut() {
-                        r.finish(status_name(trailers).unwrap_or("UNKNOWN"));
+                        r.finish(status_code(trailers).unwrap_or(tonic::Code::Unknown as usize));
                     }
                 }
             }
             Poll::Ready(None) => {
                 if let Some(r) = this.recorder.as_mut() {
-                    if !r.done {
-                        r.finish("UNKNOWN");
-                    }
+                    r.finish(tonic::Code::Unknown as usize);
                 }
             }
             Poll::Ready(Some(Err(_))) => {
                 if let Some(r) = this.recorder.as_mut() {
-                    r.finish("INTERNAL");
+                    r.finish(tonic::Code::Internal as usize);
                 }
             }
             Poll::Pending => {}

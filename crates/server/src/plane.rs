@@ -239,6 +239,13 @@ pub struct Plane {
     pub outcomes: SegmentLog,
     pub metrics: Arc<Metrics>,
     shadow_permits: Arc<Semaphore>,
+    /// `credit_scoring_applicants_scored_total` of each served model (keyed by its address),
+    /// resolved at the swap rather than per call.
+    applicants: std::sync::RwLock<HashMap<usize, prometheus::IntCounter>>,
+}
+
+fn model_key(model: &Arc<ServingModel>) -> usize {
+    Arc::as_ptr(model) as usize
 }
 
 impl Plane {
@@ -258,6 +265,7 @@ impl Plane {
             predictions,
             outcomes,
             metrics,
+            applicants: std::sync::RwLock::new(HashMap::new()),
         }
     }
 
@@ -281,8 +289,14 @@ impl Plane {
                 ]);
             }
         }
+        let mut counters = HashMap::new();
         if let Some(new) = self.variants() {
             for model in new.models() {
+                counters.insert(
+                    model_key(model),
+                    m.applicants
+                        .with_label_values(&[&model.version, model.variant.name()]),
+                );
                 m.model_info
                     .with_label_values(&[
                         &model.name,
@@ -293,6 +307,10 @@ impl Plane {
                     .set(1);
             }
         }
+        *self
+            .applicants
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = counters;
     }
 
     fn current(&self) -> Result<Arc<Variants>, Failure> {
@@ -396,7 +414,7 @@ impl Plane {
             if good.is_empty() {
                 continue;
             }
-            match self.answer(&model, views, &idx, &good, p) {
+            match self.answer(&model, views, &idx, &good, p, true) {
                 Ok(answers) => {
                     for (j, scored) in good.iter().zip(answers) {
                         results[idx[*j]] = Some(Ok(scored));
@@ -492,7 +510,8 @@ impl Plane {
         })
     }
 
-    /// Answers of the good rows (`good`: positions in `idx`) of a prepared group.
+    /// Answers of the good rows (`good`: positions in `idx`) of a prepared group; `served`:
+    /// the caller gets them (counted), else a shadow scoring.
     fn answer(
         &self,
         model: &Arc<ServingModel>,
@@ -500,6 +519,7 @@ impl Plane {
         idx: &[usize],
         good: &[usize],
         mut p: Prepared,
+        served: bool,
     ) -> Result<Vec<Scored>, Failure> {
         let k = model.plan.n_outputs();
         let x: Vec<f32> = if good.len() == idx.len() {
@@ -558,10 +578,23 @@ impl Plane {
                 explanation: explained.remove(&g),
             })
             .collect();
-        self.metrics
+        if !served {
+            return Ok(out);
+        }
+        let counter = self
             .applicants
-            .with_label_values(&[&model.version, model.variant.name()])
-            .inc_by(out.len() as u64);
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&model_key(model))
+            .cloned();
+        match counter {
+            Some(c) => c.inc_by(out.len() as u64),
+            None => self
+                .metrics
+                .applicants
+                .with_label_values(&[&model.version, model.variant.name()])
+                .inc_by(out.len() as u64),
+        }
         if p.degraded {
             self.metrics.degraded.inc_by(out.len() as u64);
         }
@@ -656,7 +689,7 @@ impl Plane {
         if good.is_empty() {
             return n;
         }
-        let Ok(answers) = self.answer(model, &views, &idx, &good, prepared) else {
+        let Ok(answers) = self.answer(model, &views, &idx, &good, prepared, false) else {
             return n;
         };
         let answered_views: Vec<RequestView<'_>> = good.iter().map(|j| views[*j].clone()).collect();

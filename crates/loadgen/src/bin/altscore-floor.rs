@@ -12,8 +12,9 @@ use altscore_server::proto::{
 };
 use altscore_wire::encode::{model_ref, put_batch_item, put_stream_answer, Answer};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt as _;
+use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
 
 struct Floor {
@@ -110,7 +111,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .initial_stream_window_size(Some(1 << 20))
             .initial_connection_window_size(Some(4 << 20))
             .add_service(ScoringServer::new(floor))
-            .serve_with_incoming(TcpListenerStream::new(listener))
+            .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true)))
             .await?;
         Ok::<_, Box<dyn std::error::Error>>(())
     })
