@@ -30,7 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
+from google.protobuf import (
+    descriptor_pb2,
+    descriptor_pool,
+    json_format,
+    message_factory,
+    wrappers_pb2,
+)
 from google.protobuf.message import Message
 
 from benchmarks import mlserver_peer
@@ -158,14 +164,27 @@ def our_server(threads: int | None) -> Iterator[tuple[subprocess.Popen[bytes], i
         proc.wait(60)
 
 
+def ghz_body(out: Path, messages: Sequence[Message]) -> Path:
+    """A ``--binary-file`` for ghz: the messages, each preceded by its length (varint), the one
+    layout ghz reads unambiguously. (Given one bare message, ghz first tries to read it as
+    length-prefixed messages and can succeed on the wrong bytes: a bare ``ScoreBatchRequest``
+    arrived as an empty batch.) ghz sends them in turn, one per call."""
+    # A BytesValue is tag 0x0a, then the length and the bytes: drop the tag.
+    out.write_bytes(
+        b"".join(
+            wrappers_pb2.BytesValue(value=m.SerializeToString()).SerializeToString()[1:]
+            for m in messages
+        )
+    )
+    return out
+
+
 def binary_body(body: Path, message: type[Message]) -> Path:
     """The first message of a ghz JSON body, serialized: ghz then sends the same bytes on every
     call instead of building each message from JSON (which costs it more CPU than the servers
     spend on 64 applicants). Unary and batch runs use these, for both servers."""
     first = json.loads(body.read_text())[0]
-    out = body.with_suffix(".bin")
-    out.write_bytes(json_format.ParseDict(first, message()).SerializeToString())
-    return out
+    return ghz_body(body.with_suffix(".bin"), [json_format.ParseDict(first, message())])
 
 
 def oip_request_type(protoset: Path) -> type[Message]:
@@ -188,7 +207,7 @@ def ghz(
     duration: float,
     proto_args: Sequence[str],
 ) -> tuple[dict[str, Any], float]:
-    """One ghz run (``body``: JSON messages, or one serialized message if it ends in .bin);
+    """One ghz run (``body``: JSON messages, or a ``ghz_body`` if it ends in .bin);
     returns its JSON report and its CPU seconds (user + system)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     done = subprocess.run(

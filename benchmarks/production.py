@@ -37,9 +37,9 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from google.protobuf import json_format
 from rich.console import Console
 
+from benchmarks.grpc_load import ghz, ghz_body
 from benchmarks.procs import free_port, rss_bytes
 from credit_core import Routing
 from credit_core.registry import MlflowRegistry, local_tracking_uri
@@ -144,17 +144,17 @@ def write_bodies(dst: Path) -> Bodies:
     paths = Bodies(
         unary=dst / "gmsc-1.bin",
         explain=dst / "gmsc-1-explain.bin",
-        split=dst / "gmsc-256.json",
+        split=dst / "gmsc-256.bin",
         batch=dst / "gmsc-batch-64.bin",
         stream=dst / "gmsc-stream.bin",
         redis=dst / "superlender-1.bin",
     )
-    paths.unary.write_bytes(one[0].SerializeToString())
-    paths.explain.write_bytes(explain.SerializeToString())
-    paths.split.write_text(json.dumps([json_format.MessageToDict(r) for r in many]))
-    paths.batch.write_bytes(pb.ScoreBatchRequest(requests=one).SerializeToString())
-    paths.stream.write_bytes(stream.SerializeToString())
-    paths.redis.write_bytes(_superlender_request().SerializeToString())
+    ghz_body(paths.unary, [one[0]])
+    ghz_body(paths.explain, [explain])
+    ghz_body(paths.split, many)
+    ghz_body(paths.batch, [pb.ScoreBatchRequest(requests=one)])
+    paths.stream.write_bytes(stream.SerializeToString())  # altscore-stream-load: bare bytes
+    ghz_body(paths.redis, [_superlender_request()])
     return paths
 
 
@@ -320,8 +320,6 @@ class Setup:
 def run(setup: Setup, state: Path, redis_url: str) -> tuple[list[Row], dict[str, float]]:
     """Every scenario beside the floor; returns the rows and the RSS (MB) of the GMSC server
     idle with its model loaded and after the load."""
-    from benchmarks.grpc_load import ghz  # one ghz runner for the whole benchmark
-
     bodies = write_bodies(state / "bodies")
     gmsc = gmsc_store(state)
     superlender = superlender_store(state)
@@ -441,7 +439,7 @@ def report(rows: list[Row], memory: dict[str, float], setup: Setup) -> list[str]
         f"In the same run, c={CONCURRENCY} ({CONCURRENCY} connections), {setup.duration:g} s per "
         "run, each right after a run of the floor (`altscore-floor`: the same service, codec and "
         "tonic settings answering fixed bytes, no work) with the same load. ghz for unary and "
-        f"batch calls (pre-serialized bodies; the split scenario sends 256 applicants as JSON, "
+        f"batch calls (pre-serialized bodies; the split scenario sends 256 applicants in turn, "
         f"and so does its floor run); streams: `altscore-stream-load`, {CONCURRENCY} streams "
         f"each keeping {STREAM_WINDOW} messages in flight (ghz's bidi client sends one message "
         f"and waits for its answer). Data plane: {setup.threads} runtime threads, prediction "
