@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -22,6 +23,27 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_cluster_port() -> int:
+    """A free port for a cluster node: Redis also listens on port + 10000 (the cluster bus), so
+    the port must be at most 55535 and both must be free (the kernel's ephemeral ports go up to
+    60999: a plain free port failed one start in six)."""
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randint(20_000, 55_535)
+        if _bindable(port) and _bindable(port + 10_000):
+            return port
+    raise RuntimeError("no free port pair (p, p + 10000) for a Redis cluster node")
 
 
 def ping(port: int, timeout: float = 0.5) -> bool:
@@ -45,7 +67,7 @@ class RedisServer:
         if binary is None:
             raise RuntimeError("redis-server is not installed: run `make redis`")
         self.binary = binary
-        self.port = port or _free_port()
+        self.port = port or (_free_cluster_port() if cluster else _free_port())
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if workdir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="altscore-redis-")
