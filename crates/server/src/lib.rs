@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod model;
 pub mod plane;
 pub mod proto;
+pub mod recent_ids;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -13,7 +13,7 @@
 //! 5. the served predictions go to the prediction log; in shadow mode the challenger scores the
 //!    same requests off the request path and its predictions are logged as not served.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -38,6 +38,7 @@ use crate::log::{push_outcome, push_prediction, unix_now, PredictionSink, Segmen
 use crate::metrics::Metrics;
 use crate::model::{EntityLookup, ServingModel};
 use crate::proto;
+pub use crate::recent_ids::RecentIds;
 use crate::store::{FeatureStore, StoredRow, StoredValue};
 
 /// What is served, swapped as one value.
@@ -147,40 +148,6 @@ impl Scored {
             Shape::BatchItem => put_batch_item(out, &answer),
             Shape::Stream => put_stream_answer(out, request_id, &answer),
         }
-    }
-}
-
-/// Request ids already used in a stream (bounded: the last `capacity`).
-pub struct RecentIds {
-    capacity: usize,
-    order: VecDeque<Box<str>>,
-    set: HashSet<Box<str>>,
-}
-
-impl RecentIds {
-    #[must_use]
-    pub fn new(capacity: usize) -> Self {
-        Self {
-            capacity: capacity.max(1),
-            order: VecDeque::new(),
-            set: HashSet::new(),
-        }
-    }
-
-    /// Remember `id`; false when it was already there.
-    pub fn insert(&mut self, id: &str) -> bool {
-        if self.set.contains(id) {
-            return false;
-        }
-        let id: Box<str> = id.into();
-        self.set.insert(id.clone());
-        self.order.push_back(id);
-        if self.order.len() > self.capacity {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
-        }
-        true
     }
 }
 
@@ -1065,13 +1032,10 @@ mod tests {
     }
 
     #[test]
-    fn recent_ids_are_bounded() {
+    fn ids_must_be_new_and_non_empty() {
         let mut ids = RecentIds::new(2);
-        assert!(ids.insert("a"));
-        assert!(!ids.insert("a"));
-        assert!(ids.insert("b"));
-        assert!(ids.insert("c"));
-        assert!(ids.insert("a"), "a fell out of the window");
         assert!(id_violation("", None).is_some());
+        assert!(id_violation("a", Some(&mut ids)).is_none());
+        assert!(id_violation("a", Some(&mut ids)).is_some());
     }
 }
