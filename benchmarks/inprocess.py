@@ -8,7 +8,8 @@ server's own loader (compile, gates), then times: the kernels' row path (request
 vector); every predictor the data plane can serve with (``ALTSCORE_PREDICTOR``: the native tree
 evaluator, and the TL2cgen-compiled library called from Rust) and TL2cgen's own Python
 Predictor, against XGBoost's `inplace_predict` (nthread=1) at 1 / 64 / 4096 rows; TreeSHAP
-(`TreeEnsemble.shap`) against XGBoost's `pred_contribs`. Median of repeated timings, in CPU time
+(`TreeEnsemble.shap`) against XGBoost's `pred_contribs`; and (``altscore-codec-bench``, built by
+``make bench``) the hot-message codec against prost. Median of repeated timings, in CPU time
 of the benchmark thread; figures still move between runs on a shared machine, so compare the
 ratios. `--write` replaces this benchmark's section of the results file and leaves the others as
 they are.
@@ -17,9 +18,11 @@ they are.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -108,13 +111,17 @@ def bench_of(name: str, model: LoadedModel, rows: np.ndarray) -> Bench:
     return Bench(name, model, booster, np.ascontiguousarray(rows, dtype=np.float32), predictor)
 
 
-def predict_table(bench: Bench) -> list[tuple[str, str, str, str]]:
+def predict_table(
+    bench: Bench, times: dict[tuple[str, int, str], float]
+) -> list[tuple[str, str, str, str]]:
+    """Rows of the predict table; every time is also put in ``times`` by (model, rows, path)."""
     out = []
     for n in (1, 64, 4096):
         x = np.ascontiguousarray(np.resize(bench.rows, (n, bench.rows.shape[1])))
         t_x = timeit(partial(bench.booster.inplace_predict, x))
         for path in PATHS:
             t = timeit(partial(bench.run, path, x))
+            times[(bench.name, n, path)] = t
             out.append(
                 (
                     f"{bench.name}: predict {n} row(s), {LABELS[path]}",
@@ -160,6 +167,36 @@ def explain_rows(bench: Bench) -> tuple[list[tuple[str, str, str, str]], list[st
     return [row], notes
 
 
+def predictor_facts(times: dict[tuple[str, int, str], float]) -> str:
+    """Where each predictor the data plane can serve with was the faster, in this run."""
+    facts = []
+    for (name, n, path), t in times.items():
+        if path != "native":
+            continue
+        t_lib = times[(name, n, "tl2cgen")]
+        faster, a, b = ("native", t, t_lib) if t <= t_lib else ("TL2cgen", t_lib, t)
+        facts.append(f"{name}, {n} row(s): {faster} ({a * 1e6:,.1f} vs {b * 1e6:,.1f} µs)")
+    return "; ".join(facts)
+
+
+CODEC_BENCH = ROOT / "target" / "release" / "altscore-codec-bench"
+
+
+def codec_rows() -> list[tuple[str, str, str, str]]:
+    """``altscore-codec-bench`` (``crates/loadgen``): the hot-message codec against prost."""
+    if not CODEC_BENCH.is_file():
+        raise SystemExit(
+            f"{CODEC_BENCH} is missing: `cargo build --release -p altscore-loadgen` (make bench)"
+        )
+    done = subprocess.run([str(CODEC_BENCH)], capture_output=True, text=True, check=True)
+    rows = []
+    for line in done.stdout.splitlines():
+        r = json.loads(line)
+        ours, theirs = r["ours_ns"] / 1e3, r["prost_ns"] / 1e3
+        rows.append((r["what"], f"{ours:,.2f} µs", f"{theirs:,.2f} µs", f"{theirs / ours:.1f}x"))
+    return rows
+
+
 def _loader(state: Path, model_name: str, settings: ServerSettings) -> ModelLoader:
     return ModelLoader(
         MlflowRegistry(local_tracking_uri(state / "mlflow")),
@@ -188,8 +225,10 @@ def main() -> int:
     rows: list[tuple[str, str, str, str]] = []
     t_feat = timeit(lambda: model.pipeline.transform_row(ROW, {}))
     rows.append(("features, row path (1 applicant)", f"{t_feat * 1e6:.1f} µs", "", ""))
-    rows += predict_table(served)
-    rows += predict_table(synthetic)
+    times: dict[tuple[str, int, str], float] = {}
+    rows += predict_table(served, times)
+    rows += predict_table(synthetic, times)
+    codec = codec_rows()
     shap_rows: list[tuple[str, str, str, str]] = []
     notes: list[str] = []
     for bench in (served, synthetic):
@@ -214,10 +253,12 @@ def main() -> int:
         f"feature_kernels {feature_kernels.__version__} "
         f"({feature_kernels.build_profile}).",
         "",
-        "The native evaluator is the data plane's default predictor (`ALTSCORE_PREDICTOR`) "
-        "because it is the faster at every batch size on both models; the TL2cgen library stays "
-        "built, loaded and parity-gated, and serves with `ALTSCORE_PREDICTOR=tl2cgen` (its gRPC "
-        "figure is in the production table below).",
+        "The native evaluator is the data plane's default predictor (`ALTSCORE_PREDICTOR`); "
+        "the TL2cgen library stays built, loaded and parity-gated, and serves with "
+        "`ALTSCORE_PREDICTOR=tl2cgen`. Faster in this run, native evaluator against the library "
+        f"called from Rust: {predictor_facts(times)}. The library's lead at one row does not "
+        "carry into the server: compare the two direct unary rows of the production table "
+        "below; the native evaluator keeps a wide lead on batches of the deep model.",
         "",
         "| what | ours | XGBoost (same run) | XGBoost time / ours |",
         "|---|---|---|---|",
@@ -230,6 +271,20 @@ def main() -> int:
         *(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in shap_rows),
         "",
         *(f"- {note}" for note in notes),
+        "",
+        "### Hot-message codec: `altscore_wire` against prost (Rust, one thread)",
+        "",
+        "`altscore-codec-bench` (`crates/loadgen`), median of 7 rounds: the request bytes to "
+        "what the row builder reads (ids and every numeric entry), and an answer to its bytes. "
+        "`altscore_wire` borrows names and ids from the request bytes and writes answers from "
+        "values; prost (the generated types in `altscore_server::proto`) builds owned messages "
+        "(a `String` per id and key, a `HashMap` per map) and encodes from them. Tied to prost "
+        "by `crates/server/tests/wire_vs_prost.rs`, to upb by `tests/feature_kernels/"
+        "test_wire.py`.",
+        "",
+        "| what | altscore_wire | prost | prost time / ours |",
+        "|---|---|---|---|",
+        *(f"| {a} | {b} | {c} | {d} |" for a, b, c, d in codec),
         "",
     ]
     text = "\n".join(lines)
