@@ -341,24 +341,26 @@ def test_redis_key_layout(redis_url: str, ns: str) -> None:
     publisher.close()
 
 
+def command_stats(r: redis.Redis) -> dict[str, int]:
+    """Commands the server has processed: all, GET, MGET."""
+    info: dict[str, Any] = r.info("all")
+    return {
+        "total": int(info["total_commands_processed"]),
+        "get": int(info.get("cmdstat_get", {}).get("calls", 0)),
+        "mget": int(info.get("cmdstat_mget", {}).get("calls", 0)),
+    }
+
+
 def test_redis_get_many_is_one_round_trip(redis_url: str, ns: str) -> None:
     backend = redis_backend(redis_url)
     ids = [f"e{i}" for i in range(100)]
     publish_active(backend, ns, "v1", [(i, {"x": 1.0}) for i in ids])
 
-    def stats(r: redis.Redis) -> dict[str, int]:
-        info: dict[str, Any] = r.info("all")
-        return {
-            "total": int(info["total_commands_processed"]),
-            "get": int(info.get("cmdstat_get", {}).get("calls", 0)),
-            "mget": int(info.get("cmdstat_mget", {}).get("calls", 0)),
-        }
-
     backend.read(ns, ids[:1])  # connect, learn the active version
     with redis.Redis.from_url(redis_url) as r:
-        before = stats(r)
+        before = command_stats(r)
         got = backend.read(ns, ids)
-        after = stats(r)
+        after = command_stats(r)
     assert got == [{"x": 1.0}] * 100
     delta = {k: after[k] - before[k] for k in before}
     # GET pointer + MGET of 100 keys, sent together (one round trip)
@@ -382,6 +384,49 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A server of this test alone, free to kill or freeze."""
     with RedisServer(workdir=tmp_path) as server:
         yield server
+
+
+def test_redis_concurrent_reads_are_coalesced_and_fail_alone(
+    own_redis: RedisServer, ns: str
+) -> None:
+    """Reads that arrive while one is in flight go to Redis together, as one GET + MGET pair;
+    each still gets exactly its own rows, and a corrupt value fails only the reads that asked
+    for it."""
+    backend = redis_backend(own_redis.url)
+    ids = [f"e{i}" for i in range(40)]
+    publish_active(backend, ns, "v1", [(i, {"x": float(n)}) for n, i in enumerate(ids)])
+    with redis.Redis.from_url(own_redis.url) as r:
+        r.set(data_key(ns, "v1", "bad"), b"{")
+    backend.read(ns, ids[:1])  # connect, learn the active version
+    asks = [
+        [ids[k], ids[(7 * k) % 40], "unknown"] + (["bad"] if k % 5 == 0 else []) for k in range(16)
+    ]
+
+    def attempt(ask: list[str]) -> list[FeatureRow | None] | str:
+        try:
+            return backend.read(ns, ask, timeout=10.0)
+        except StoreError as e:
+            return str(e)
+
+    with redis.Redis.from_url(own_redis.url) as r:
+        before = command_stats(r)
+    with ThreadPoolExecutor(len(asks)) as pool:
+        with own_redis.paused():  # the first read waits in flight, the others queue behind it
+            futures = [pool.submit(attempt, ask) for ask in asks]
+            time.sleep(0.5)
+        results = [f.result(timeout=20) for f in futures]
+    with redis.Redis.from_url(own_redis.url) as r:
+        after = command_stats(r)
+
+    for k, (ask, got) in enumerate(zip(asks, results, strict=True)):
+        if "bad" in ask:
+            assert isinstance(got, str), k
+            assert f"corrupt value under altscore:fs:{ns}:v1:bad" in got, k
+        else:
+            assert got == [{"x": float(k)}, {"x": float((7 * k) % 40)}, None], k
+    # the first read alone, then the fifteen that waited, in one pair
+    assert after["get"] - before["get"] == 2
+    assert after["mget"] - before["mget"] == 2
 
 
 def timed_failure(

@@ -16,9 +16,11 @@
 //! ```
 //!
 //! A read sends `GET pointer` and `MGET` of the keys under the version it saw last, together
-//! (one round trip). When the pointer still names that version that is the answer; when it names
-//! another (just after an activation) a second `MGET` follows and the version is remembered: a
-//! switch is seen by the very next read, and one `MGET` never mixes two versions. No active
+//! (one round trip; on a single server the reads of concurrent requests are coalesced into one
+//! such pair, see [`RedisStore`]). When the pointer still names that version that is the
+//! answer; when it names another (just after an activation) a second `MGET` follows and the
+//! version is remembered: a switch is seen by the very next read, and one `MGET` never mixes two
+//! versions. No active
 //! version is a failure of the store (a Redis restarted empty must not turn every applicant into
 //! a new customer), as is a timeout, a refused connection or a corrupt value. Failures are
 //! logged once per outage (and once when the store is back), not once per request.
@@ -26,12 +28,13 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
+use tokio::sync::{mpsc, oneshot};
 
 pub const KEY_PREFIX: &str = "altscore:fs";
 
@@ -145,12 +148,11 @@ impl serde::de::Visitor<'_> for ValueSeed {
         Ok(StoredValue::Number(v))
     }
 
-    #[allow(clippy::cast_precision_loss)] // JSON numbers are read as floats, as Python does
+    // JSON numbers are read as floats, as Python reads them
     fn visit_i64<E>(self, v: i64) -> Result<StoredValue, E> {
         Ok(StoredValue::Number(v as f64))
     }
 
-    #[allow(clippy::cast_precision_loss)]
     fn visit_u64<E>(self, v: u64) -> Result<StoredValue, E> {
         Ok(StoredValue::Number(v as f64))
     }
@@ -182,7 +184,33 @@ enum Conn {
 }
 
 /// Redis (standalone or Cluster).
+///
+/// On a single server, concurrent reads are coalesced: one task sends the lookups waiting at
+/// that moment as one pipelined `GET pointer` + `MGET` (up to [`COALESCE_MAX_IDS`] ids) while
+/// the next ones queue, so under load Redis and this process see one command pair for many
+/// requests instead of one each. Rows are decoded per request (a corrupt value fails only the
+/// requests that asked for it), and each request keeps its own timeout.
 pub struct RedisStore {
+    at: String,
+    shared: Arc<Shared>,
+    lookups: OnceLock<mpsc::Sender<Lookup>>,
+}
+
+/// Most entity ids one coalesced read asks for (a larger single request goes alone).
+pub const COALESCE_MAX_IDS: usize = 1024;
+/// Lookups waiting for the coalescing task; beyond, callers wait (inside their timeout).
+const COALESCE_QUEUE: usize = 4096;
+
+/// One caller's read, waiting for the coalescing task.
+struct Lookup {
+    namespace: String,
+    ids: Vec<String>,
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+    reply: oneshot::Sender<Result<Vec<Option<StoredRow>>, StoreError>>,
+}
+
+struct Shared {
     at: String,
     conn: Conn,
     /// namespace -> the active version the last read saw.
@@ -218,18 +246,154 @@ impl RedisStore {
                 )));
             };
             let client = redis::Client::open(url.as_str()).map_err(bad)?;
+            // No response timeout of the client's own (redis-rs defaults to 500 ms): each
+            // read's budget (`ALTSCORE_FEATURE_STORE_TIMEOUT_SECONDS`, or the caller's) is the one bound.
             let config = ConnectionManagerConfig::new()
                 .set_connection_timeout(Some(connect_timeout))
+                .set_response_timeout(None)
                 .set_number_of_retries(1)
                 .set_min_delay(Duration::from_millis(10))
                 .set_max_delay(Duration::from_millis(500));
             Conn::Single(ConnectionManager::new_lazy_with_config(client, config).map_err(bad)?)
         };
         Ok(Self {
-            at,
-            conn,
-            seen: Mutex::new(HashMap::new()),
+            at: at.clone(),
+            shared: Arc::new(Shared {
+                at,
+                conn,
+                seen: Mutex::new(HashMap::new()),
+            }),
+            lookups: OnceLock::new(),
         })
+    }
+
+    /// Features of each id under the active version, in the order of `ids` (`None`: unknown).
+    /// Inside a tokio runtime (the coalescing task is started on the first call).
+    async fn get_many(
+        &self,
+        namespace: &str,
+        ids: &[&str],
+        timeout: Duration,
+    ) -> Result<Vec<Option<StoredRow>>, StoreError> {
+        if matches!(self.shared.conn, Conn::Cluster(..)) || ids.len() >= COALESCE_MAX_IDS {
+            let (active, raws) = self.shared.fetch(namespace, ids).await?;
+            let raws = ids.iter().copied().zip(raws.iter().map(Option::as_deref));
+            return self.shared.decode(namespace, &active, raws);
+        }
+        let queue = self.lookups.get_or_init(|| {
+            let (tx, rx) = mpsc::channel(COALESCE_QUEUE);
+            tokio::spawn(coalesce(self.shared.clone(), rx));
+            tx
+        });
+        let (reply, answer) = oneshot::channel();
+        let lookup = Lookup {
+            namespace: namespace.to_string(),
+            ids: ids.iter().map(|id| (*id).to_string()).collect(),
+            deadline: tokio::time::Instant::now() + timeout,
+            timeout,
+            reply,
+        };
+        let stopped = || StoreError::Failed {
+            at: self.at.clone(),
+            what: "the feature-store read task stopped".into(),
+        };
+        queue.send(lookup).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+/// The coalescing task: every lookup waiting when the previous read ends goes into the next.
+async fn coalesce(shared: Arc<Shared>, mut queue: mpsc::Receiver<Lookup>) {
+    while let Some(first) = queue.recv().await {
+        let mut n = first.ids.len();
+        let mut batch = vec![first];
+        while n < COALESCE_MAX_IDS {
+            match queue.try_recv() {
+                Ok(lookup) => {
+                    n += lookup.ids.len();
+                    batch.push(lookup);
+                }
+                Err(_) => break,
+            }
+        }
+        while !batch.is_empty() {
+            let namespace = batch[0].namespace.clone();
+            let (group, rest): (Vec<Lookup>, Vec<Lookup>) =
+                batch.into_iter().partition(|l| l.namespace == namespace);
+            batch = rest;
+            shared.answer(&namespace, group).await;
+        }
+    }
+}
+
+impl Shared {
+    /// One read for the lookups of `group` (all of `namespace`), each answered on its own.
+    async fn answer(&self, namespace: &str, group: Vec<Lookup>) {
+        let group: Vec<Lookup> = group.into_iter().filter(|l| !l.reply.is_closed()).collect();
+        let Some(deadline) = group.iter().map(|l| l.deadline).min() else {
+            return; // every caller gave up
+        };
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        let mut unique: Vec<&str> = Vec::new();
+        for id in group.iter().flat_map(|l| &l.ids) {
+            index.entry(id.as_str()).or_insert_with(|| {
+                unique.push(id.as_str());
+                unique.len() - 1
+            });
+        }
+        let fetched = match tokio::time::timeout_at(deadline, self.fetch(namespace, &unique)).await
+        {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Timeout {
+                ids: unique.len(),
+                namespace: namespace.to_string(),
+                at: self.at.clone(),
+                seconds: group
+                    .iter()
+                    .map(|l| l.timeout)
+                    .min()
+                    .unwrap_or_default()
+                    .as_secs_f64(),
+            }),
+        };
+        let answers: Vec<_> = group
+            .iter()
+            .map(|l| match &fetched {
+                Err(e) => Err(e.clone()),
+                Ok((active, raws)) => self.decode(
+                    namespace,
+                    active,
+                    l.ids
+                        .iter()
+                        .map(|id| (id.as_str(), raws[index[id.as_str()]].as_deref())),
+                ),
+            })
+            .collect();
+        drop(index);
+        drop(unique);
+        for (lookup, answer) in group.into_iter().zip(answers) {
+            let _ = lookup.reply.send(answer); // a caller that timed out is gone: fine
+        }
+    }
+
+    /// Decode the raw values of `ids` read under `active`.
+    fn decode<'a>(
+        &self,
+        namespace: &str,
+        active: &str,
+        raws: impl Iterator<Item = (&'a str, Option<&'a [u8]>)>,
+    ) -> Result<Vec<Option<StoredRow>>, StoreError> {
+        raws.map(|(id, raw)| {
+            raw.map(|bytes| {
+                decode_row(bytes).map_err(|what| StoreError::Corrupt {
+                    at: self.at.clone(),
+                    key: data_key(namespace, active, id),
+                    what,
+                })
+            })
+            .transpose()
+        })
+        .collect()
     }
 
     fn failed(&self, e: &redis::RedisError) -> StoreError {
@@ -302,11 +466,8 @@ impl RedisStore {
         }
     }
 
-    async fn get_many(
-        &self,
-        namespace: &str,
-        ids: &[&str],
-    ) -> Result<Vec<Option<StoredRow>>, StoreError> {
+    /// The active version and the raw values of `ids` under it.
+    async fn fetch(&self, namespace: &str, ids: &[&str]) -> Result<(String, Raw), StoreError> {
         let pointer = redis::cmd("GET").arg(pointer_key(namespace)).clone();
         let seen = self
             .seen
@@ -340,21 +501,18 @@ impl RedisStore {
                 .unwrap_or_else(PoisonError::into_inner)
                 .insert(namespace.to_string(), active.clone());
         }
-        values
-            .unwrap_or_default()
-            .into_iter()
-            .zip(ids)
-            .map(|(raw, id)| {
-                raw.map(|bytes| {
-                    decode_row(&bytes).map_err(|what| StoreError::Corrupt {
-                        at: self.at.clone(),
-                        key: data_key(namespace, &active, id),
-                        what,
-                    })
-                })
-                .transpose()
-            })
-            .collect()
+        let values = values.unwrap_or_default();
+        if values.len() != ids.len() {
+            return Err(StoreError::Failed {
+                at: self.at.clone(),
+                what: format!(
+                    "MGET answered {} values for {} keys",
+                    values.len(),
+                    ids.len()
+                ),
+            });
+        }
+        Ok((active, values))
     }
 }
 
@@ -504,7 +662,7 @@ impl FeatureStore {
         let result = match &self.backend {
             Backend::Embedded(e) => e.get_many(namespace, ids),
             Backend::Redis(r) => {
-                match tokio::time::timeout(timeout, r.get_many(namespace, ids)).await {
+                match tokio::time::timeout(timeout, r.get_many(namespace, ids, timeout)).await {
                     Ok(result) => result,
                     Err(_) => Err(StoreError::Timeout {
                         ids: ids.len(),
