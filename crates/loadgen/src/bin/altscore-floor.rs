@@ -1,11 +1,13 @@
-//! The transport floor: altscore's `Scoring` service on tonic, with altscore's codec and server
-//! settings, answering every call with fixed, pre-encoded bytes and doing no other work.
+//! The transport floor: altscore's `Scoring` service on tonic, with altscore's codec and the
+//! gRPC port's transport settings (`altscore_server::server::transport`), answering every call
+//! with fixed, pre-encoded bytes and doing no other work.
 //!
 //!     altscore-floor --port 50061 --threads 2
 
 use std::sync::Arc;
 
 use altscore_server::codec::{Encoded, RawRequest};
+use altscore_server::config::Config;
 use altscore_server::proto::scoring_server::{Scoring, ScoringServer};
 use altscore_server::proto::{
     GetModelInfoRequest, GetModelInfoResponse, ReportOutcomeRequest, ReportOutcomeResponse,
@@ -106,10 +108,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         eprintln!("floor on 127.0.0.1:{port}");
-        tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            .initial_stream_window_size(Some(1 << 20))
-            .initial_connection_window_size(Some(4 << 20))
+        altscore_server::server::transport(&Config::default())
             .add_service(ScoringServer::new(floor))
             .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true)))
             .await?;
