@@ -345,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rows, memory = production.run(setup, STATE, redis_server.url)
         redis_version = redis_server.version()
     text = _report(ns, threads, binary, model.holdout_auc, results, idle_ours, idle_theirs)
-    text += "\n".join(production.report(rows, memory, setup))
+    text += "\n" + "\n".join(production.report(rows, memory, setup))
     text += f"\nredis-server {redis_version}.\n"
     print(text)
     if ns.write:
