@@ -6,8 +6,30 @@
 //! - `altscore-stream-load`: a `ScoreStream` load generator that keeps each stream full (up to a
 //!   window of messages in flight), where ghz's bidirectional client sends one message and waits
 //!   for its answer.
+//! - `altscore-codec-bench`: the hot-message codec against prost on the same messages.
 
 use std::time::Duration;
+
+use altscore_wire::encode::Answer;
+
+/// PD of the benchmarks' fixed answer (prost's side of the codec bench uses it too).
+pub const EXAMPLE_PD: f64 = 0.123_456_789;
+
+/// The fixed answer the benchmark tools encode (`model`: an encoded `ModelRef`, from
+/// [`altscore_wire::encode::model_ref`]).
+#[must_use]
+pub fn example_answer<'a>(request_id: &'a str, model: &'a [u8]) -> Answer<'a> {
+    Answer {
+        request_id,
+        pd: EXAMPLE_PD,
+        score: 612,
+        decision: 1,
+        model,
+        defaulted: &[],
+        degraded: false,
+        explanation: None,
+    }
+}
 
 /// Parse `--name value` pairs (no library: two tiny command lines).
 #[must_use]

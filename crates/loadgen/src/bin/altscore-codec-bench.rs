@@ -11,8 +11,9 @@ use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use altscore_loadgen::{example_answer, EXAMPLE_PD};
 use altscore_server::proto;
-use altscore_wire::encode::{model_ref, put_batch_item, Answer};
+use altscore_wire::encode::{model_ref, put_batch_item};
 use altscore_wire::{parse_batch, parse_request};
 use prost::Message as _;
 
@@ -140,23 +141,13 @@ fn main() {
 
     let model = model_ref("altscore-gmsc", "1", 1);
     let ids: Vec<String> = (0..64).map(|i| format!("req-{i:08}")).collect();
-    let answer = |id: &'static str| Answer {
-        request_id: id,
-        pd: 0.123_456_789,
-        score: 612,
-        decision: 1,
-        model: &model,
-        defaulted: &[],
-        degraded: false,
-        explanation: None,
-    };
     let ours = time(rounds, min, || {
         let mut out = Vec::with_capacity(128);
-        answer("req-00000001").put(&mut out);
+        example_answer("req-00000001", &model).put(&mut out);
         out.len()
     });
     let theirs = time(rounds, min, || {
-        prost_answer("req-00000001", 0.123_456_789)
+        prost_answer("req-00000001", EXAMPLE_PD)
             .encode_to_vec()
             .len()
     });
@@ -164,20 +155,13 @@ fn main() {
     let ours = time(rounds, min, || {
         let mut out = Vec::with_capacity(64 * 64);
         for id in &ids {
-            let a = Answer {
-                request_id: id,
-                ..answer("")
-            };
-            put_batch_item(&mut out, &a);
+            put_batch_item(&mut out, &example_answer(id, &model));
         }
         out.len()
     });
     let theirs = time(rounds, min, || {
         proto::ScoreBatchResponse {
-            results: ids
-                .iter()
-                .map(|id| prost_answer(id, 0.123_456_789))
-                .collect(),
+            results: ids.iter().map(|id| prost_answer(id, EXAMPLE_PD)).collect(),
         }
         .encode_to_vec()
         .len()

@@ -12,7 +12,7 @@ use altscore_server::proto::scoring_server::{Scoring, ScoringServer};
 use altscore_server::proto::{
     GetModelInfoRequest, GetModelInfoResponse, ReportOutcomeRequest, ReportOutcomeResponse,
 };
-use altscore_wire::encode::{model_ref, put_batch_item, put_stream_answer, Answer};
+use altscore_wire::encode::{model_ref, put_batch_item, put_stream_answer};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt as _;
@@ -78,16 +78,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| "2".into())
         .parse()?;
     let model = model_ref("altscore-bench", "1", 1);
-    let answer = Answer {
-        request_id: "bench-000000",
-        pd: 0.123_456_789,
-        score: 612,
-        decision: 1,
-        model: &model,
-        defaulted: &[],
-        degraded: false,
-        explanation: None,
-    };
+    let answer = altscore_loadgen::example_answer("bench-000000", &model);
     let mut one = Vec::new();
     answer.put(&mut one);
     let mut batch = Vec::new();
