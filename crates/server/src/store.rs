@@ -330,7 +330,9 @@ impl Shared {
     /// One read for the lookups of `group` (all of `namespace`), each answered on its own.
     async fn answer(&self, namespace: &str, group: Vec<Lookup>) {
         let group: Vec<Lookup> = group.into_iter().filter(|l| !l.reply.is_closed()).collect();
-        let Some(deadline) = group.iter().map(|l| l.deadline).min() else {
+        // The read waits as long as the most patient caller; each caller is also cut at its own
+        // budget by [`FeatureStore::get_many`], so an early deadline never fails the others.
+        let Some(deadline) = group.iter().map(|l| l.deadline).max() else {
             return; // every caller gave up
         };
         let mut index: HashMap<&str, usize> = HashMap::new();
@@ -351,7 +353,7 @@ impl Shared {
                 seconds: group
                     .iter()
                     .map(|l| l.timeout)
-                    .min()
+                    .max()
                     .unwrap_or_default()
                     .as_secs_f64(),
             }),
