@@ -62,6 +62,28 @@ class Promotion:
     archived: ModelVersionRef | None
 
 
+@dataclass(frozen=True, slots=True)
+class ModelState:
+    """One read of a registered model: its aliases (alias -> version) and its tags."""
+
+    aliases: Mapping[str, str]
+    tags: Mapping[str, str]
+
+
+def routing_from_tags(tags: Mapping[str, str]) -> Routing:
+    """How traffic meets the challenger, from a model's routing tags. Raises ``ValueError``
+    naming the tag when one holds a bad value."""
+    mode = tags.get(ROUTING_MODE_TAG, "off").strip().lower()
+    if mode not in ROUTING_MODES:
+        raise ValueError(f"{ROUTING_MODE_TAG}={mode!r}: expected one of {ROUTING_MODES}")
+    share_text = tags.get(ROUTING_SHARE_TAG, "0").strip()
+    try:
+        share = float(share_text)
+    except ValueError:
+        raise ValueError(f"{ROUTING_SHARE_TAG}={share_text!r}: not a number") from None
+    return Routing(mode, share)  # type: ignore[arg-type]  # checked above
+
+
 class ModelRegistry(Protocol):
     def get_alias(self, name: str, alias: str) -> ModelVersionRef | None: ...
     def set_alias(self, name: str, alias: str, version: str) -> None: ...
@@ -166,17 +188,24 @@ class MlflowRegistry:
                 raise
             return ModelVersionRef(name, str(mv.version), str(mv.source), mv.run_id)
 
-    def model_tags(self, name: str) -> dict[str, str]:
-        """Tags of the registered model (empty when it does not exist)."""
-        with _mapped("model tags"):
+    def model_state(self, name: str) -> ModelState:
+        """The model's aliases and tags in one read (empty when the model does not exist): what
+        a server watching the registry asks for at every poll."""
+        with _mapped("model lookup"):
             from mlflow.exceptions import MlflowException
 
             try:
-                return dict(self.client.get_registered_model(name).tags)
+                model = self.client.get_registered_model(name)
             except MlflowException as e:
                 if e.error_code == "RESOURCE_DOES_NOT_EXIST":
-                    return {}
+                    return ModelState({}, {})
                 raise
+            aliases = {str(a): str(v) for a, v in (model.aliases or {}).items()}
+            return ModelState(aliases, dict(model.tags))
+
+    def model_tags(self, name: str) -> dict[str, str]:
+        """Tags of the registered model (empty when it does not exist)."""
+        return dict(self.model_state(name).tags)
 
     def set_model_tag(self, name: str, key: str, value: str) -> None:
         with _mapped("model tag update"):
@@ -185,16 +214,7 @@ class MlflowRegistry:
     def routing(self, name: str) -> Routing:
         """How traffic meets the challenger, from the model's routing tags. Raises
         ``ValueError`` naming the tag when one holds a bad value."""
-        tags = self.model_tags(name)
-        mode = tags.get(ROUTING_MODE_TAG, "off").strip().lower()
-        if mode not in ROUTING_MODES:
-            raise ValueError(f"{ROUTING_MODE_TAG}={mode!r}: expected one of {ROUTING_MODES}")
-        share_text = tags.get(ROUTING_SHARE_TAG, "0").strip()
-        try:
-            share = float(share_text)
-        except ValueError:
-            raise ValueError(f"{ROUTING_SHARE_TAG}={share_text!r}: not a number") from None
-        return Routing(mode, share)  # type: ignore[arg-type]  # checked above
+        return routing_from_tags(self.model_tags(name))
 
     def set_routing(self, name: str, routing: Routing) -> None:
         """Servers watching ``name`` apply it within their registry poll interval."""

@@ -28,6 +28,7 @@ import gc
 import logging
 import signal
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -35,7 +36,7 @@ from types import FrameType
 from credit_core import ModelNotReady, ModelRef, ModelRejectedError, RegistryError, Routing
 from credit_core.bundle import ENTITY_ID
 from credit_core.feature_store import rows_from_records
-from credit_core.registry import MlflowRegistry
+from credit_core.registry import MlflowRegistry, routing_from_tags
 from feature_kernels import DataPlane
 from scoring_server.loader import EntityLookup, LoadedModel, ModelLoader
 from scoring_server.settings import ServerSettings
@@ -80,11 +81,11 @@ def start_data_plane(settings: ServerSettings) -> DataPlane:
     )
 
 
-def read_routing(registry: MlflowRegistry, model_name: str) -> Routing:
-    """The model's routing tags; a bad value is logged and means ``off`` (the challenger never
-    gets traffic by accident)."""
+def read_routing(tags: Mapping[str, str], model_name: str) -> Routing:
+    """The model's routing from its tags; a bad value is logged and means ``off`` (the
+    challenger never gets traffic by accident)."""
     try:
-        return registry.routing(model_name)
+        return routing_from_tags(tags)
     except ValueError as e:
         log.error("routing tags of %s ignored (challenger gets no traffic): %s", model_name, e)
         return Routing()
@@ -182,12 +183,17 @@ class ControlPlane:
         """Check the registry once; returns True when what is served changed."""
         name = self.loader.model_name
         try:
-            routing = read_routing(self.registry, name)
+            state = self.registry.model_state(name)  # one read: aliases and routing tags
         except (RegistryError, ModelNotReady) as e:
             log.warning("registry not reachable, serving what is loaded: %s", e)
             return False
-        champion = self._gated(CHAMPION, required=True)
-        challenger = self._gated(CHALLENGER, required=False) if routing.mode != "off" else None
+        routing = read_routing(state.tags, name)
+        champion = self._gated(CHAMPION, state.aliases.get(CHAMPION), required=True)
+        challenger = (
+            self._gated(CHALLENGER, state.aliases.get(CHALLENGER), required=False)
+            if routing.mode != "off"
+            else None
+        )
         wanted = {CHAMPION: champion, CHALLENGER: challenger}
         if wanted == self.served and routing == self.routing:
             return False
@@ -214,10 +220,15 @@ class ControlPlane:
         _release_memory()
         return True
 
-    def _gated(self, alias: str, *, required: bool) -> LoadedModel | None:
+    def _gated(self, alias: str, seen: str | None, *, required: bool) -> LoadedModel | None:
         """What to serve under ``alias``: a new version that passed every gate, else the one
-        already serving."""
+        already serving. ``seen``: the version the poll's read found under ``alias``; while it
+        is the one serving (or the one refused), the registry is not asked again."""
         serving = self.served.get(alias)
+        if seen is not None and serving is not None and serving.ref.version == seen:
+            return serving
+        if seen is not None and self.refused.get(alias) == seen:
+            return serving
         try:
             version, bundle_dir = self.loader.fetch(alias)
         except ModelNotReady as e:

@@ -153,3 +153,37 @@ def test_the_process_exits_when_its_data_plane_stops_serving(
     runner.join(timeout=10)
     assert not runner.is_alive()
     assert result == [1]
+
+
+def test_a_poll_that_finds_nothing_new_is_one_registry_read(
+    trained: TrainedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every replica polls the registry every few seconds: when nothing moved, a poll is one
+    read (the model's aliases and routing tags together), not one per alias."""
+    from scoring_server.control import ControlPlane
+    from scoring_server.settings import ServerSettings
+
+    for name, value in {
+        "ALTSCORE_STATE_DIR": str(trained.state_dir),
+        "ALTSCORE_GRPC_PORT": "0",
+        "ALTSCORE_METRICS_PORT": "0",
+        "ALTSCORE_EVALUATION_DIR": str(tmp_path / "evaluation"),
+    }.items():
+        monkeypatch.setenv(name, value)
+    control = ControlPlane.create(ServerSettings())
+    try:
+        assert control._poll()  # the champion loads
+        client = control.registry.client
+        calls: list[str] = []
+        for method in ("get_registered_model", "get_model_version_by_alias", "get_model_version"):
+            real = getattr(client, method)
+
+            def spy(*args: object, _real: object = real, _name: str = method) -> object:
+                calls.append(_name)
+                return _real(*args)  # type: ignore[operator]
+
+            monkeypatch.setattr(client, method, spy)
+        assert not control._poll()  # nothing changed
+        assert calls == ["get_registered_model"]
+    finally:
+        control.plane.shutdown(0.0)

@@ -62,7 +62,7 @@ def test_bad_tag_means_off_for_servers(registry: MlflowRegistry) -> None:
     registry.set_model_tag(MODEL_NAME, ROUTING_MODE_TAG, "canary")
     with pytest.raises(ValueError, match="canary"):
         registry.routing(MODEL_NAME)
-    assert read_routing(registry, MODEL_NAME) == Routing()
+    assert read_routing(registry.model_tags(MODEL_NAME), MODEL_NAME) == Routing()
     registry.set_model_tag(MODEL_NAME, ROUTING_MODE_TAG, "split")
     registry.set_model_tag(MODEL_NAME, ROUTING_SHARE_TAG, "ten percent")
-    assert read_routing(registry, MODEL_NAME) == Routing()
+    assert read_routing(registry.model_tags(MODEL_NAME), MODEL_NAME) == Routing()
