@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
@@ -21,6 +22,9 @@ from scoring_server.grpc._proto import scoring_pb2 as pb
 from scoring_server.grpc._proto import scoring_pb2_grpc as pb_grpc
 from tests.conftest import ROOT, ServerProcess, TrainedModel, metric, start_server
 from tests.scoring_server.test_grpc_e2e import request
+
+if TYPE_CHECKING:
+    from scoring_server.control import ControlPlane
 
 RSS_LIMIT_BYTES = 300 * 1024 * 1024
 """The whole service with the GMSC model loaded (issue 10's budget)."""
@@ -122,12 +126,10 @@ def test_sigterm_drains_and_a_restart_binds_at_once(trained: TrainedModel, tmp_p
         second.stop()
 
 
-def test_the_process_exits_when_its_data_plane_stops_serving(
+def _control_plane(
     trained: TrainedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The control plane watches the data plane: a data plane that stopped serving (here: its
-    server stopped under it) ends the process with a non-zero status, so a supervisor replaces
-    it; a process that answers health but not calls is never left behind."""
+) -> ControlPlane:
+    """A control plane in this process (data plane started, nothing served yet)."""
     from scoring_server.control import ControlPlane
     from scoring_server.settings import ServerSettings
 
@@ -138,7 +140,16 @@ def test_the_process_exits_when_its_data_plane_stops_serving(
         "ALTSCORE_EVALUATION_DIR": str(tmp_path / "evaluation"),
     }.items():
         monkeypatch.setenv(name, value)
-    control = ControlPlane.create(ServerSettings())
+    return ControlPlane.create(ServerSettings())
+
+
+def test_the_process_exits_when_its_data_plane_stops_serving(
+    trained: TrainedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The control plane watches the data plane: a data plane that stopped serving (here: its
+    server stopped under it) ends the process with a non-zero status, so a supervisor replaces
+    it; a process that answers health but not calls is never left behind."""
+    control = _control_plane(trained, tmp_path, monkeypatch)
     result: list[int] = []
     runner = threading.Thread(target=lambda: result.append(control.run()))
     monkeypatch.setattr(signal, "signal", lambda *args: None)  # not the main thread
@@ -160,17 +171,7 @@ def test_a_poll_that_finds_nothing_new_is_one_registry_read(
 ) -> None:
     """Every replica polls the registry every few seconds: when nothing moved, a poll is one
     read (the model's aliases and routing tags together), not one per alias."""
-    from scoring_server.control import ControlPlane
-    from scoring_server.settings import ServerSettings
-
-    for name, value in {
-        "ALTSCORE_STATE_DIR": str(trained.state_dir),
-        "ALTSCORE_GRPC_PORT": "0",
-        "ALTSCORE_METRICS_PORT": "0",
-        "ALTSCORE_EVALUATION_DIR": str(tmp_path / "evaluation"),
-    }.items():
-        monkeypatch.setenv(name, value)
-    control = ControlPlane.create(ServerSettings())
+    control = _control_plane(trained, tmp_path, monkeypatch)
     try:
         assert control._poll()  # the champion loads
         client = control.registry.client
