@@ -40,15 +40,20 @@ def test_go_code_is_current(tmp_path: Path) -> None:
     assert not stale, f"stale generated Go code: {stale}; run `make proto`"
 
 
-def test_go_client_prints_a_stream_error_answer(server: ServerProcess) -> None:
-    done = subprocess.run(
-        ["go", "run", "./cmd/score-stream", "-target", server.target],
+def _go_run(command: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run one of the Go client's commands (``clients/go/cmd/<command>``)."""
+    return subprocess.run(
+        ["go", "run", f"./cmd/{command}", *args],
         cwd=GO_CLIENT,
         capture_output=True,
         text=True,
         timeout=600,
         check=False,
     )
+
+
+def test_go_client_prints_a_stream_error_answer(server: ServerProcess) -> None:
+    done = _go_run("score-stream", "-target", server.target)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].startswith("go-1: pd=")
@@ -100,14 +105,7 @@ def test_answers_are_not_held_back_by_nagle(server: ServerProcess) -> None:
     """Answers leave at once: the data plane sets TCP_NODELAY on every accepted connection.
     Without it, gRPC-Go's client (like ghz) waited for a delayed ACK on every call: 100 calls in
     sequence took 3.6 s (36 ms each)."""
-    done = subprocess.run(
-        ["go", "run", "./cmd/score-sequence", "-target", server.target, "-n", "100"],
-        cwd=GO_CLIENT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    done = _go_run("score-sequence", "-target", server.target, "-n", "100")
     assert done.returncode == 0, done.stderr
     fields = dict(part.split("=") for part in done.stdout.split())
     assert fields["calls"] == "100"
