@@ -565,8 +565,11 @@ mod tests {
     fn writes_rotates_and_drops_when_full() -> Result<(), LogError> {
         let dir = std::env::temp_dir().join(format!("altscore-log-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
+        // The background thread must not flush between the writes below (it did in CI with
+        // `flush_records: 2`): nothing is due before 3 records wait or an hour passed.
         let config = LogConfig {
-            flush_records: 2,
+            flush_records: 3,
+            flush_seconds: Duration::from_secs(3600),
             max_pending: 3,
             max_segment_bytes: 200,
             ..LogConfig::default()
