@@ -2,26 +2,9 @@
 //! `json` writes them, and echoed client values cut to a bounded length.
 
 use std::borrow::Cow;
-use std::fmt::{self, Write as _};
 
 /// Most characters of a client's value (a key, an id, a category) echoed in an error message.
 pub const MAX_ECHO_CHARS: usize = 64;
-
-/// A fixed buffer to format one float into, without allocating.
-struct Stack {
-    buf: [u8; 40],
-    len: usize,
-}
-
-impl fmt::Write for Stack {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let end = self.len + s.len();
-        let dst = self.buf.get_mut(self.len..end).ok_or(fmt::Error)?;
-        dst.copy_from_slice(s.as_bytes());
-        self.len = end;
-        Ok(())
-    }
-}
 
 /// `repr(x)` of a finite Python float: the shortest digits that round-trip, in fixed notation
 /// when the decimal exponent is in [-4, 16), else `d.ddde±XX`.
@@ -38,48 +21,67 @@ pub fn push_py_float(out: &mut Vec<u8>, x: f64) {
         });
         return;
     }
-    // Rust's `{:e}` gives the shortest round-trip digits: "-1.2345e-5", "0e0".
-    let mut s = Stack {
-        buf: [0; 40],
-        len: 0,
-    };
-    let _ = write!(s, "{x:e}");
-    let text = &s.buf[..s.len];
-    let e_at = text.iter().position(|b| *b == b'e').unwrap_or(text.len());
-    let exp: i32 = std::str::from_utf8(text.get(e_at + 1..).unwrap_or_default())
-        .ok()
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(0);
-    let mut mantissa = &text[..e_at];
-    if let Some(rest) = mantissa.strip_prefix(b"-") {
+    // ryu gives the shortest round-trip digits ("-1.5e-7", "0.001234", "1e30", "1234.0"); only
+    // where the point goes and how the exponent is written differ from Python.
+    let mut buffer = ryu::Buffer::new();
+    let mut text = buffer.format_finite(x).as_bytes();
+    if let Some(rest) = text.strip_prefix(b"-") {
         out.push(b'-');
-        mantissa = rest;
+        text = rest;
     }
-    let mut digits = [0u8; 40];
+    let (mantissa, exp) = match text.iter().position(|b| *b == b'e') {
+        Some(at) => (
+            &text[..at],
+            std::str::from_utf8(&text[at + 1..])
+                .ok()
+                .and_then(|t| t.parse::<i32>().ok())
+                .unwrap_or(0),
+        ),
+        None => (text, 0),
+    };
+    // The value is 0.DIGITS x 10^decpt.
+    let mut digits = [0u8; 32];
     let mut n = 0;
-    for b in mantissa.iter().filter(|b| b.is_ascii_digit()) {
-        digits[n] = *b;
-        n += 1;
+    let mut decpt = exp;
+    let mut in_fraction = false;
+    for &b in mantissa {
+        if b == b'.' {
+            in_fraction = true;
+        } else if n == 0 && b == b'0' {
+            if in_fraction {
+                decpt -= 1; // a leading zero after the point
+            }
+        } else if n < digits.len() {
+            digits[n] = b;
+            n += 1;
+            if !in_fraction {
+                decpt += 1;
+            }
+        }
+    }
+    while n > 0 && digits[n - 1] == b'0' {
+        n -= 1;
+    }
+    if n == 0 {
+        digits[0] = b'0'; // zero: Python writes "0.0"
+        n = 1;
+        decpt = 1;
     }
     let digits = &digits[..n];
-    let decpt = exp + 1; // the point goes after `decpt` digits
     if !(-4 < decpt && decpt <= 16) {
         out.push(digits[0]);
         if digits.len() > 1 {
             out.push(b'.');
             out.extend_from_slice(&digits[1..]);
         }
-        out.extend_from_slice(if exp < 0 { b"e-" } else { b"e+" });
-        let e = exp.unsigned_abs();
-        if e < 10 {
-            out.push(b'0');
+        let e = decpt - 1;
+        out.extend_from_slice(if e < 0 { b"e-" } else { b"e+" });
+        let e = e.unsigned_abs();
+        if e >= 100 {
+            out.push(b'0' + u8::try_from(e / 100).unwrap_or(9));
         }
-        let mut s = Stack {
-            buf: [0; 40],
-            len: 0,
-        };
-        let _ = write!(s, "{e}");
-        out.extend_from_slice(&s.buf[..s.len]);
+        out.push(b'0' + u8::try_from(e / 10 % 10).unwrap_or(9));
+        out.push(b'0' + u8::try_from(e % 10).unwrap_or(9));
         return;
     }
     let count = i32::try_from(digits.len()).unwrap_or(i32::MAX);
@@ -204,6 +206,14 @@ mod tests {
             (1_764_208_514.123_456_7, "1764208514.1234567"),
             (5e-324, "5e-324"),
             (0.430_596_709_251_403_8, "0.4305967092514038"),
+            (0.000_123_4, "0.0001234"),
+            (0.000_012_34, "1.234e-05"),
+            (1e-100, "1e-100"),
+            (-2.5e-300, "-2.5e-300"),
+            (1.797_693_134_862_315_7e308, "1.7976931348623157e+308"),
+            (1_234_000.0, "1234000.0"),
+            (-1e22, "-1e+22"),
+            (9_007_199_254_740_993.0, "9007199254740992.0"),
         ] {
             assert_eq!(float(x), want, "{x:e}");
         }

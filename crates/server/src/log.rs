@@ -29,8 +29,8 @@ use altscore_kernels::fmt::{push_json_str, push_py_float};
 /// Takes encoded prediction records for the log; never fails and never blocks a request for long
 /// (a full or failing sink drops and counts).
 pub trait PredictionSink: Send + Sync {
-    /// `lines`: `count` whole JSON lines.
-    fn submit(&self, lines: Vec<u8>, count: usize);
+    /// `lines`: `count` whole JSON lines (copied; the caller keeps its buffer).
+    fn submit(&self, lines: &[u8], count: usize);
     /// Write what is buffered (at shutdown).
     fn close(&self) -> Result<(), LogError>;
 }
@@ -73,8 +73,14 @@ impl Default for LogConfig {
     }
 }
 
+/// The largest emptied buffer kept for reuse (a burst's bigger buffer is freed).
+const MAX_SPARE_BYTES: usize = 1 << 20;
+
 struct State {
     pending: Vec<u8>,
+    /// The buffer the last flush wrote, emptied, for `pending` to take next: the buffer keeps
+    /// its capacity instead of growing from nothing (and being freed) on every flush.
+    spare: Vec<u8>,
     pending_count: usize,
     oldest: Instant,
     retry_at: Instant,
@@ -172,6 +178,7 @@ impl SegmentLog {
             config,
             state: Mutex::new(State {
                 pending: Vec::new(),
+                spare: Vec::new(),
                 pending_count: 0,
                 oldest: now,
                 retry_at: now,
@@ -289,8 +296,8 @@ impl Drop for SegmentLog {
 }
 
 impl PredictionSink for SegmentLog {
-    fn submit(&self, lines: Vec<u8>, count: usize) {
-        if self.write(&lines, count, true).is_err() {
+    fn submit(&self, lines: &[u8], count: usize) {
+        if self.write(lines, count, true).is_err() {
             self.inner.dropped_records(count as u64, 0);
         }
     }
@@ -364,10 +371,11 @@ impl Inner {
 
     fn flush(&self) -> Result<(), LogError> {
         let mut io = lock(&self.io);
-        let (data, count) = {
+        let (mut data, count) = {
             let mut state = lock(&self.state);
             let count = std::mem::take(&mut state.pending_count);
-            (std::mem::take(&mut state.pending), count)
+            let spare = std::mem::take(&mut state.spare);
+            (std::mem::replace(&mut state.pending, spare), count)
         };
         if count == 0 {
             return Ok(());
@@ -376,6 +384,13 @@ impl Inner {
             Ok(()) => {
                 io.segment_bytes += data.len() as u64;
                 self.written.fetch_add(count as u64, Ordering::Relaxed);
+                if data.capacity() <= MAX_SPARE_BYTES {
+                    data.clear();
+                    let mut state = lock(&self.state);
+                    if state.spare.capacity() < data.capacity() {
+                        state.spare = data;
+                    }
+                }
                 Ok(())
             }
             Err((done, error)) => {
@@ -590,6 +605,75 @@ mod tests {
             log.write(&two, 2, true),
             Err(LogError::Closed { .. })
         ));
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    }
+
+    #[test]
+    fn concurrent_writers_lose_nothing_and_close_cleanly() -> Result<(), LogError> {
+        let dir = std::env::temp_dir().join(format!("altscore-log-threads-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = LogConfig {
+            flush_records: 64,
+            flush_seconds: Duration::from_millis(5),
+            max_pending: 1_000_000,
+            max_segment_bytes: 1 << 20,
+            ..LogConfig::default()
+        };
+        let log = Arc::new(SegmentLog::open(&dir, "predictions", config, None)?);
+        let writers: Vec<_> = (0..6)
+            .map(|t| {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    let mut taken = Vec::new();
+                    for i in 0..1_000_000 {
+                        let id = format!("t{t}-{i}");
+                        match log.write(&line(&id), 1, true) {
+                            Ok(1) => taken.push(id),
+                            Ok(_) => return Err("dropped below max_pending".to_string()),
+                            Err(LogError::Closed { .. }) => break,
+                            Err(e) => return Err(e.to_string()),
+                        }
+                    }
+                    Ok(taken)
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(30));
+        log.close()?; // while the writers still write
+        let mut taken = Vec::new();
+        for w in writers {
+            let ids = w.join().map_err(|_| LogError::Bad {
+                kind: "test".into(),
+                what: "a writer panicked".into(),
+            })?;
+            taken.extend(ids.map_err(|what| LogError::Bad {
+                kind: "test".into(),
+                what,
+            })?);
+        }
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(|e| LogError::Bad {
+            kind: "test".into(),
+            what: e.to_string(),
+        })? {
+            let text = entry
+                .and_then(|e| std::fs::read_to_string(e.path()))
+                .unwrap_or_default();
+            assert!(text.is_empty() || text.ends_with('\n'), "whole lines only");
+            for l in text.lines() {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+                found.push(v["request_id"].as_str().unwrap_or("?").to_string());
+            }
+        }
+        assert_eq!(log.written(), taken.len() as u64);
+        assert!(
+            taken.len() < 6_000_000,
+            "the writers were still writing at close"
+        );
+        taken.sort();
+        found.sort();
+        assert_eq!(found, taken, "every record taken is written, once");
         let _ = std::fs::remove_dir_all(&dir);
         Ok(())
     }

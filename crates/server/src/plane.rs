@@ -198,6 +198,16 @@ pub enum ShadowInput {
     Stream(Vec<Bytes>),
 }
 
+thread_local! {
+    /// Each runtime thread's buffers for the log lines of one call (time, lines): reused, so
+    /// logging a prediction allocates nothing.
+    static LOG_LINES: std::cell::RefCell<(Vec<u8>, Vec<u8>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// The largest line buffer a thread keeps between calls (a 64-row batch needs about 13 KB).
+const MAX_KEPT_LOG_BYTES: usize = 64 << 10;
+
 pub struct Plane {
     pub config: Config,
     variants: ArcSwapOption<Variants>,
@@ -578,27 +588,33 @@ impl Plane {
         let Some(sink) = &self.predictions else {
             return;
         };
-        let mut ts = Vec::with_capacity(24);
-        push_py_float(&mut ts, unix_now());
-        let mut lines = Vec::with_capacity(results.len() * 200);
-        let mut count = 0;
-        for (view, result) in views.iter().zip(results) {
-            if let Ok(s) = result {
-                push_prediction(
-                    &mut lines,
-                    &ts,
-                    view.request_id,
-                    view.applicant.applicant_id,
-                    &s.model.log_fields,
-                    s.pd,
-                    served,
-                );
-                count += 1;
+        LOG_LINES.with_borrow_mut(|buffers| {
+            let (ts, lines) = buffers;
+            ts.clear();
+            push_py_float(ts, unix_now());
+            lines.clear();
+            let mut count = 0;
+            for (view, result) in views.iter().zip(results) {
+                if let Ok(s) = result {
+                    push_prediction(
+                        lines,
+                        ts,
+                        view.request_id,
+                        view.applicant.applicant_id,
+                        &s.model.log_fields,
+                        s.pd,
+                        served,
+                    );
+                    count += 1;
+                }
             }
-        }
-        if count > 0 {
-            sink.submit(lines, count);
-        }
+            if count > 0 {
+                sink.submit(lines, count);
+            }
+            if lines.capacity() > MAX_KEPT_LOG_BYTES {
+                *lines = Vec::new(); // a big batch's buffer is not kept by the thread
+            }
+        });
     }
 
     /// In shadow mode, score what was answered (`answered`: indexes) with the challenger too,
