@@ -47,8 +47,12 @@ lint: install  ## ruff, mypy (strict), stubtest, cargo fmt --check, clippy -D wa
 redis:  ## Install redis-server (Debian package) if missing: the tests start their own
 	@command -v redis-server >/dev/null || (apt-get update && apt-get install -y --no-install-recommends redis-server)
 
+.PHONY: prometheus
+prometheus:  ## Install prometheus + promtool (Debian package) if missing: the monitoring tests use both
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || (apt-get update && apt-get install -y --no-install-recommends prometheus)
+
 .PHONY: test
-test: install lint redis grpcurl  ## The whole suite: lint, Rust tests, a bounded fuzz run, pytest (CI runs exactly this)
+test: install lint redis prometheus grpcurl  ## The whole suite: lint, Rust tests, a bounded fuzz run, pytest (CI runs exactly this)
 	cargo test --workspace --quiet
 	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=30
 	PATH="$$(go env GOPATH)/bin:$$PATH" $(RUN) pytest

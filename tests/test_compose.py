@@ -4,6 +4,7 @@ files and modules that exist, and Prometheus scrapes the server's metrics port."
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ def _compose() -> dict[str, Any]:
 
 def test_services_and_build_files_exist() -> None:
     services = _compose()["services"]
-    assert set(services) == {"mlflow", "trainer", "scoring-server", "prometheus"}
+    assert set(services) == {"mlflow", "trainer", "scoring-server", "prometheus", "grafana"}
     for name in ("mlflow", "trainer", "scoring-server"):
         build = services[name]["build"]
         assert (ROOT / build["context"] / build["dockerfile"]).is_file()
@@ -46,9 +47,40 @@ def test_ports_match_settings_and_prometheus_target() -> None:
     ports = services["scoring-server"]["ports"]
     assert f"{defaults.grpc_port}:{defaults.grpc_port}" in ports
     assert f"{defaults.metrics_port}:{defaults.metrics_port}" in ports
-    prom = yaml.safe_load(Path(ROOT / "deploy" / "prometheus.yml").read_text())
+    prom = yaml.safe_load(Path(ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
     targets = prom["scrape_configs"][0]["static_configs"][0]["targets"]
     assert targets == [f"scoring-server:{defaults.metrics_port}"]
+    # the folder with the config and its rule files is what the container reads
+    assert services["prometheus"]["volumes"] == ["./deploy/prometheus:/etc/prometheus:ro"]
+    assert "--config.file=/etc/prometheus/prometheus.yml" in services["prometheus"]["command"]
+    for rules in prom["rule_files"]:
+        assert (ROOT / "deploy" / "prometheus" / rules).is_file(), rules
     env = services["scoring-server"]["environment"]
     assert env["ALTSCORE_MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
     assert env["ALTSCORE_HOST"] == "0.0.0.0"
+
+
+def test_grafana_is_provisioned_with_the_prometheus_of_the_stack() -> None:
+    services = _compose()["services"]
+    grafana = services["grafana"]
+    assert grafana["volumes"] == [
+        "./deploy/grafana/provisioning:/etc/grafana/provisioning:ro",
+        "./deploy/grafana/dashboards:/var/lib/grafana/dashboards:ro",
+    ]
+    provisioning = ROOT / "deploy" / "grafana" / "provisioning"
+    (source,) = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())[
+        "datasources"
+    ]
+    assert source["url"] == "http://prometheus:9090"
+    assert "9090:9090" in services["prometheus"]["ports"]
+    (provider,) = yaml.safe_load((provisioning / "dashboards" / "altscore.yml").read_text())[
+        "providers"
+    ]
+    assert provider["options"]["path"] == "/var/lib/grafana/dashboards"
+    dashboards = sorted((ROOT / "deploy" / "grafana" / "dashboards").glob("*.json"))
+    assert dashboards
+    for path in dashboards:
+        dashboard = json.loads(path.read_text())
+        for panel in dashboard["panels"]:
+            for target in panel.get("targets", []):
+                assert target["datasource"]["uid"] == source["uid"], (path.name, panel["title"])
