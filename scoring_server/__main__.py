@@ -7,18 +7,46 @@ import logging
 import os
 import sys
 
+from pythonjsonlogger.json import JsonFormatter
+
 from feature_kernels import init_logging
 from scoring_server.settings import ServerSettings
+
+
+def _log_handler(log_format: str) -> logging.Handler:
+    """stderr, as text or one JSON object per line with the data plane's keys (see
+    ``feature_kernels/src/logger.rs``); fields given as ``extra=`` are added to the object."""
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(
+            JsonFormatter(
+                "{levelname}{name}{message}",
+                style="{",
+                rename_fields={"levelname": "level", "name": "logger"},
+                static_fields={"process": "control", "pid": os.getpid()},
+                timestamp="time",
+            )
+        )
+    else:
+        handler.setFormatter(
+            logging.Formatter(
+                f"%(asctime)s %(levelname)s control[{os.getpid()}] %(name)s %(message)s"
+            )
+        )
+    return handler
 
 
 def main() -> int:
     settings = ServerSettings()
     logging.basicConfig(
-        level=settings.log_level.upper(),
-        format=f"%(asctime)s %(levelname)s control[{os.getpid()}] %(name)s %(message)s",
-        stream=sys.stderr,
+        level=settings.log_level.upper(), handlers=[_log_handler(settings.log_format)]
     )
-    init_logging(settings.log_level)
+    if settings.log_format == "json":
+        # Every line one JSON object: MLflow's loggers (its own text handler by default) and
+        # Python warnings go through the handler above too.
+        os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
+        logging.captureWarnings(True)
+    init_logging(settings.log_level, json=settings.log_format == "json")
     from scoring_server.control import ControlPlane
 
     return ControlPlane.create(settings).run()

@@ -216,6 +216,12 @@ class ControlPlane:
                 name,
                 champion.ref.version,
                 f", challenger v{challenger.ref.version} ({routing.mode})" if challenger else "",
+                extra={
+                    "model_name": name,
+                    "model_version": champion.ref.version,
+                    "challenger_version": challenger.ref.version if challenger else None,
+                    "routing": routing.mode,
+                },
             )
         _release_memory()
         return True
@@ -253,7 +259,18 @@ class ControlPlane:
             self.refused[alias] = version.version
             self.plane.count_model_load("rejected")
             keeping = f"v{serving.ref.version} keeps serving" if serving else "nothing to serve"
-            log.error("model refused: %s v%s: %s; %s", alias, version.version, e, keeping)
+            log.error(
+                "model refused: %s v%s: %s; %s",
+                alias,
+                version.version,
+                e,
+                keeping,
+                extra={
+                    "model_name": self.loader.model_name,
+                    "model_version": version.version,
+                    "variant": alias,
+                },
+            )
             return serving
         self._prepare_store(model)
         self.plane.count_model_load("loaded")

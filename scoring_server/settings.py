@@ -92,6 +92,10 @@ class ServerSettings(BaseSettings):
     """Record every prediction (served and shadow) in the evaluation log for ``compare``."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Level of the log lines (control plane and data plane)."""
+    log_format: Literal["text", "json"] = "text"
+    """``json``: one JSON object per line on stderr (both planes: ``time``, ``level``,
+    ``logger``, ``process``, ``pid``, ``message`` and, where known, ``model_name``,
+    ``model_version``, ``variant``, ``request_id``); ``text``: the laptop default."""
     shutdown_grace_seconds: float = Field(5.0, ge=0)
     """On SIGTERM: time in-flight calls get to finish."""
     tls_cert_file: Path | None = None

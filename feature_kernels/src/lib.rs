@@ -36,10 +36,12 @@ fn input_kinds() -> Vec<&'static str> {
     .collect()
 }
 
-/// Send the Rust side's log lines to stderr at `level` (error, warning, info, debug).
+/// Send the Rust side's log lines to stderr at `level` (error, warning, info, debug), as text
+/// or (`json`) one JSON object per line.
 #[pyfunction]
-fn init_logging(level: &str) {
-    logger::install(level);
+#[pyo3(signature = (level, *, json = false))]
+fn init_logging(level: &str, json: bool) {
+    logger::install(level, json);
 }
 
 #[pymodule(gil_used = false)]

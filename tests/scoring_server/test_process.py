@@ -4,6 +4,7 @@ SIGTERM, and no process left behind that answers health but not calls."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -188,3 +189,29 @@ def test_a_poll_that_finds_nothing_new_is_one_registry_read(
         assert calls == ["get_registered_model"]
     finally:
         control.plane.shutdown(0.0)
+
+
+def test_json_logs_are_one_object_per_line_from_both_planes(
+    trained: TrainedModel, tmp_path: Path
+) -> None:
+    srv = start_server(
+        trained.state_dir, tmp_path / "json.log", wait_serving=True, ALTSCORE_LOG_FORMAT="json"
+    )
+    with grpc.insecure_channel(srv.target) as channel:
+        for i in range(3):
+            pb_grpc.ScoringStub(channel).Score(request(f"json-{i}"), timeout=5)
+    assert srv.stop(timeout=30) == 0
+    lines = [line for line in srv.log().splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]  # every line is one JSON object
+    assert records
+    for r in records:
+        assert {"time", "level", "logger", "process", "pid", "message"} <= r.keys(), r
+        assert r["pid"] == srv.proc.pid
+    assert {r["process"] for r in records} == {"control", "data-plane"}
+    serving = next(r for r in records if r["message"].startswith("serving "))
+    assert serving["model_version"] == trained.version
+    assert serving["process"] == "control"
+    stopped = next(r for r in records if r["message"].startswith("data plane stopped"))
+    assert stopped["process"] == "data-plane"
+    assert stopped["predictions_logged"] == 3
+    assert stopped["predictions_dropped"] == 0

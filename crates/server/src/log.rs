@@ -33,6 +33,10 @@ pub trait PredictionSink: Send + Sync {
     fn submit(&self, lines: &[u8], count: usize);
     /// Write what is buffered (at shutdown).
     fn close(&self) -> Result<(), LogError>;
+    /// Records written so far.
+    fn written(&self) -> u64;
+    /// Records dropped so far (full or failing sink).
+    fn dropped(&self) -> u64;
 }
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -304,6 +308,14 @@ impl PredictionSink for SegmentLog {
 
     fn close(&self) -> Result<(), LogError> {
         SegmentLog::close(self)
+    }
+
+    fn written(&self) -> u64 {
+        SegmentLog::written(self)
+    }
+
+    fn dropped(&self) -> u64 {
+        SegmentLog::dropped(self)
     }
 }
 

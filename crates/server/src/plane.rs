@@ -506,8 +506,17 @@ impl Plane {
                 .flat_map(|j| p.matrix[j * k..(j + 1) * k].iter().copied())
                 .collect()
         };
+        // The first row's request id, for the log lines below.
+        let request_id = good.first().map_or("", |j| views[idx[*j]].request_id);
         let pds = model.predict(&x, good.len()).map_err(|e| {
-            log::error!("prediction failed ({} v{}): {e}", model.name, model.version);
+            log::error!(
+                model_name = model.name.as_str(),
+                model_version = model.version.as_str(),
+                variant = model.variant.name(),
+                request_id,
+                rows = good.len();
+                "prediction failed ({} v{}): {e}", model.name, model.version
+            );
             Failure::Internal
         })?;
         let explain: Vec<usize> = (0..good.len())
@@ -521,9 +530,12 @@ impl Plane {
                 .collect();
             let phi = model.ensemble.shap(&rows, explain.len(), k).map_err(|e| {
                 log::error!(
-                    "explanation failed ({} v{}): {e}",
-                    model.name,
-                    model.version
+                    model_name = model.name.as_str(),
+                    model_version = model.version.as_str(),
+                    variant = model.variant.name(),
+                    request_id,
+                    rows = explain.len();
+                    "explanation failed ({} v{}): {e}", model.name, model.version
                 );
                 Failure::Internal
             })?;

@@ -400,5 +400,15 @@ impl DataPlane {
         if let Err(e) = self.plane.outcomes.close() {
             log::error!("{e}");
         }
+        let (written, dropped) = self
+            .plane
+            .predictions
+            .as_ref()
+            .map_or((0, 0), |p| (p.written(), p.dropped()));
+        log::info!(
+            predictions_logged = written,
+            predictions_dropped = dropped;
+            "data plane stopped: {written} predictions logged, {dropped} dropped"
+        );
     }
 }

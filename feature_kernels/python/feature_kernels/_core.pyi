@@ -68,8 +68,9 @@ class FeaturePlan:
     ) -> npt.NDArray[np.float32]: ...
 
 def input_kinds() -> list[str]: ...
-def init_logging(level: str) -> None:
-    """Send the Rust side's log lines to stderr at ``level`` (error, warning, info, debug)."""
+def init_logging(level: str, *, json: bool = False) -> None:
+    """Send the Rust side's log lines to stderr at ``level`` (error, warning, info, debug), as
+    text or (``json``) one JSON object per line."""
 
 @final
 class TreeEnsemble:
