@@ -42,6 +42,8 @@ lint: install  ## ruff, mypy (strict), stubtest, cargo fmt --check, clippy -D wa
 	$(RUN) python -m mypy.stubtest feature_kernels._core --allowlist .mypy-stubtest-allowlist
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --quiet -- -D warnings
+	@# the fuzz crate has its own lock file: a new dependency of the wire codec must land in it
+	cargo metadata --locked --format-version 1 --manifest-path crates/wire/fuzz/Cargo.toml >/dev/null
 
 .PHONY: redis
 redis:  ## Install redis-server (Debian package) if missing: the tests start their own
