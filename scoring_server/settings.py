@@ -62,9 +62,10 @@ class ServerSettings(BaseSettings):
     compile_parallel_units: int = Field(8, ge=1)
     """TL2cgen ``parallel_comp``: translation units the trees are split into."""
     predictor: Literal["native", "tl2cgen"] = "native"
-    """What computes the PD: the native tree evaluator (the default: one kernel with TreeSHAP,
-    no compiler at deploy) or the TL2cgen-compiled library (faster in isolation for shallow
-    models, no faster served: ``benchmarks/RESULTS.md``). Both pass the parity gate."""
+    """What computes the PD: the native tree evaluator (the default: one kernel with TreeSHAP)
+    or the TL2cgen-compiled library (faster in isolation for shallow models, no faster served:
+    ``benchmarks/RESULTS.md``). Both pass the parity gate, so every load compiles the TL2cgen
+    library (cached) whichever predictor serves, and the host needs a C compiler."""
     max_batch_size: int = Field(1000, ge=1)
     """Most applicants in one ScoreBatch call (and outcomes in one ReportOutcome)."""
     max_message_bytes: int = Field(4 * 1024 * 1024, ge=1024)
