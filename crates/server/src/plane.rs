@@ -198,6 +198,26 @@ pub enum ShadowInput {
     Stream(Vec<Bytes>),
 }
 
+/// A model that failed on rows it had accepted: logged with the model's identity and the first
+/// row's request id; the caller gets INTERNAL.
+fn model_failure(
+    model: &ServingModel,
+    what: &str,
+    error: &dyn std::fmt::Display,
+    request_id: &str,
+    rows: usize,
+) -> Failure {
+    log::error!(
+        model_name = model.name.as_str(),
+        model_version = model.version.as_str(),
+        variant = model.variant.name(),
+        request_id,
+        rows;
+        "{what} failed ({} v{}): {error}", model.name, model.version
+    );
+    Failure::Internal
+}
+
 thread_local! {
     /// Each runtime thread's buffers for the log lines of one call (time, lines): reused, so
     /// logging a prediction allocates nothing.
@@ -508,17 +528,9 @@ impl Plane {
         };
         // The first row's request id, for the log lines below.
         let request_id = good.first().map_or("", |j| views[idx[*j]].request_id);
-        let pds = model.predict(&x, good.len()).map_err(|e| {
-            log::error!(
-                model_name = model.name.as_str(),
-                model_version = model.version.as_str(),
-                variant = model.variant.name(),
-                request_id,
-                rows = good.len();
-                "prediction failed ({} v{}): {e}", model.name, model.version
-            );
-            Failure::Internal
-        })?;
+        let pds = model
+            .predict(&x, good.len())
+            .map_err(|e| model_failure(model, "prediction", &e, request_id, good.len()))?;
         let explain: Vec<usize> = (0..good.len())
             .filter(|g| views[idx[good[*g]]].explain)
             .collect();
@@ -528,17 +540,10 @@ impl Plane {
                 .iter()
                 .flat_map(|g| x[g * k..(g + 1) * k].iter().copied())
                 .collect();
-            let phi = model.ensemble.shap(&rows, explain.len(), k).map_err(|e| {
-                log::error!(
-                    model_name = model.name.as_str(),
-                    model_version = model.version.as_str(),
-                    variant = model.variant.name(),
-                    request_id,
-                    rows = explain.len();
-                    "explanation failed ({} v{}): {e}", model.name, model.version
-                );
-                Failure::Internal
-            })?;
+            let phi = model
+                .ensemble
+                .shap(&rows, explain.len(), k)
+                .map_err(|e| model_failure(model, "explanation", &e, request_id, explain.len()))?;
             let base = model.ensemble.expected_margin();
             for (r, g) in explain.iter().enumerate() {
                 let contributions = phi[r * k..(r + 1) * k].to_vec();
