@@ -13,6 +13,8 @@ from feature_kernels import ScorePolicy
 
 __all__ = [
     "DECISIONS",
+    "LOG_STREAM_MAX_LEN",
+    "LOG_STREAM_PREFIX",
     "ROUTING_MODES",
     "Decision",
     "Explanation",
@@ -23,6 +25,12 @@ __all__ = [
     "ScoreResult",
     "ScoringPolicy",
 ]
+
+LOG_STREAM_PREFIX = "altscore:log"
+"""Default key prefix of the shared prediction log's Redis Streams (``<prefix>:predictions``,
+``<prefix>:outcomes``): the data plane writes them, the archiver drains them."""
+LOG_STREAM_MAX_LEN = 1_000_000
+"""Default approximate cap of each stream (``XADD MAXLEN ~``)."""
 
 
 class Decision(enum.Enum):

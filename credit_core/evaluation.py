@@ -17,6 +17,12 @@ tail a crash left behind (a writer never appends to a segment after a failed wri
 to a new one). A complete line that does not parse is corruption and raises
 :class:`EvaluationLogError` naming the file and line.
 
+The shared log and its archive: with ``ALTSCORE_LOG_REDIS_URL`` the data plane appends the same
+lines to Redis Streams instead; ``python -m drift archive`` moves either source into a Parquet
+archive (:mod:`credit_core.archive`, :mod:`credit_core.archiver`), which :class:`EvaluationLog`
+reads when it is given one. Prediction lines written before ``score`` ... ``features`` existed
+read with :data:`PREDICTION_DEFAULTS`.
+
 Cost on the caller: the writer is the data plane's own (``feature_kernels.LogWriter``, Rust),
 so the server and this module write the one format with one implementation.
 :meth:`EvaluationWriter.write` encodes the records and appends them to an in-memory buffer (no
@@ -57,17 +63,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, Literal, TypeVar
 
 import polars as pl
 
 from credit_core.errors import CreditError
 from feature_kernels import LogWriteError, LogWriter, outcome_line, prediction_line
 
+if TYPE_CHECKING:
+    from polars._typing import PolarsDataType
+
+    from credit_core.archive import LogStream, ParquetArchive
+
 __all__ = [
+    "KINDS",
     "MATCHED_SCHEMA",
     "OUTCOME_SCHEMA",
+    "PREDICTION_DEFAULTS",
     "PREDICTION_SCHEMA",
+    "SCHEMAS",
     "VARIANTS",
     "EvaluationLog",
     "EvaluationLogError",
@@ -76,11 +90,14 @@ __all__ = [
     "OutcomeFileProblem",
     "OutcomeRecord",
     "PredictionRecord",
+    "check_line",
     "default_directory",
     "encode_line",
     "import_outcomes",
     "matched",
+    "parse_lines",
     "read_outcome_file",
+    "with_defaults",
 ]
 
 log = logging.getLogger(__name__)
@@ -88,18 +105,34 @@ log = logging.getLogger(__name__)
 Variant = Literal["champion", "challenger"]
 VARIANTS: Final = ("champion", "challenger")
 
-PREDICTION_SCHEMA: Final = pl.Schema(
-    {
-        "ts": pl.Float64,
-        "request_id": pl.String,
-        "applicant_id": pl.String,
-        "model_name": pl.String,
-        "variant": pl.String,
-        "model_version": pl.String,
-        "pd": pl.Float64,
-        "served": pl.Boolean,
-    }
-)
+_PREDICTION_FIELDS: dict[str, PolarsDataType] = {
+    "ts": pl.Float64,
+    "request_id": pl.String,
+    "applicant_id": pl.String,
+    "model_name": pl.String,
+    "variant": pl.String,
+    "model_version": pl.String,
+    "predictor": pl.String,
+    "pd": pl.Float64,
+    "served": pl.Boolean,
+    "score": pl.Int64,
+    "decision": pl.String,
+    "reasons": pl.List(pl.String),
+    "degraded": pl.Boolean,
+    "imputed": pl.List(pl.String),
+    "features": pl.List(pl.Float64),
+}
+PREDICTION_SCHEMA: Final = pl.Schema(_PREDICTION_FIELDS)
+PREDICTION_DEFAULTS: Final[dict[str, object]] = {
+    "predictor": "",
+    "score": 0,
+    "decision": "",
+    "reasons": [],
+    "degraded": False,
+    "imputed": [],
+    "features": [],
+}
+"""Fields added after the first logs were written: a line without them reads with these."""
 OUTCOME_SCHEMA: Final = pl.Schema(
     {
         "ts": pl.Float64,
@@ -110,6 +143,16 @@ OUTCOME_SCHEMA: Final = pl.Schema(
     }
 )
 _NULLABLE: Final = frozenset({"observed_at"})
+_DEFAULTS: Final[dict[str, dict[str, object]]] = {
+    "predictions": PREDICTION_DEFAULTS,
+    "outcomes": {},
+}
+Kind = Literal["predictions", "outcomes"]
+KINDS: Final[tuple[Kind, ...]] = ("predictions", "outcomes")
+SCHEMAS: Final[dict[str, pl.Schema]] = {
+    "predictions": PREDICTION_SCHEMA,
+    "outcomes": OUTCOME_SCHEMA,
+}
 MATCHED_SCHEMA: Final = pl.Schema(
     {
         "request_id": pl.String,
@@ -144,7 +187,15 @@ class PredictionRecord:
     """One variant's prediction for one request.
 
     ``served`` is True when this is the answer the caller got, False for a shadow prediction.
-    ``ts`` is unix time in seconds.
+    ``ts`` is unix time in seconds. ``score`` and ``decision`` are what the policy made of ``pd``;
+    ``reasons`` the reason codes (empty unless the request asked for an explanation);
+    ``degraded`` is True when the answer was made without the feature store;
+    ``imputed`` names the inputs the missing-value policy filled because the feature store
+    lacked them; ``features`` is the model's input vector as served (after enrichment and the
+    spec's transforms, in the model's feature order; NaN = missing, logged as ``null``; the data
+    plane computes in ``f32`` and logs each value's shortest ``f32`` form); ``predictor`` the
+    implementation that computed ``pd`` (``native`` | ``tl2cgen``; empty in lines written
+    before it was logged). Lists are stored as tuples.
     """
 
     ts: float
@@ -155,6 +206,13 @@ class PredictionRecord:
     model_version: str
     pd: float
     served: bool
+    score: int = 0
+    decision: str = ""
+    reasons: tuple[str, ...] = ()
+    degraded: bool = False
+    imputed: tuple[str, ...] = ()
+    features: tuple[float, ...] = ()
+    predictor: str = "native"
 
     def __post_init__(self) -> None:
         if not _is_number(self.ts):
@@ -169,8 +227,26 @@ class PredictionRecord:
             raise ValueError(f"variant must be one of {VARIANTS}, got {self.variant!r}")
         if not _is_number(self.pd) or not 0.0 <= self.pd <= 1.0:
             raise ValueError(f"pd must be a probability in [0, 1], got {self.pd!r}")
-        if not isinstance(self.served, bool):
-            raise ValueError(f"served must be a bool, got {self.served!r}")
+        for name in ("served", "degraded"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        if not isinstance(self.score, int) or isinstance(self.score, bool):
+            raise ValueError(f"score must be an int, got {self.score!r}")
+        for name in ("decision", "predictor"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}")
+        for name in ("reasons", "imputed"):
+            value = getattr(self, name)
+            if not isinstance(value, tuple | list) or not all(isinstance(v, str) for v in value):
+                raise ValueError(f"{name} must be a sequence of strings, got {value!r}")
+            object.__setattr__(self, name, tuple(value))
+        features = self.features
+        if not isinstance(features, tuple | list) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and not math.isinf(v)
+            for v in features
+        ):
+            raise ValueError(f"features must be finite numbers or NaN (missing), got {features!r}")
+        object.__setattr__(self, "features", tuple(float(v) for v in features))
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,19 +278,23 @@ R = TypeVar("R", PredictionRecord, OutcomeRecord)
 
 
 def encode_line(record: PredictionRecord | OutcomeRecord) -> bytes:
-    """One record's JSON line, as the data plane writes it (``json.dumps`` of the fields)."""
+    """One record's JSON line, as the data plane writes it (``json.dumps`` of the fields; a NaN
+    feature is ``null``)."""
     if isinstance(record, PredictionRecord):
         r = record
         return prediction_line(
             r.ts, r.request_id, r.applicant_id, r.model_name, r.variant, r.model_version, r.pd,
-            r.served,
+            r.served, r.score, r.decision, list(r.reasons), r.degraded, list(r.imputed),
+            list(r.features), r.predictor,
         )  # fmt: skip
     o = record
     return outcome_line(o.ts, o.request_id, o.applicant_id, o.defaulted, o.observed_at)
 
 
 class EvaluationWriter(Generic[R]):
-    """Buffered appender of one record kind to this writer's own segment files.
+    """Buffered appender of one record kind to this writer's own segment files in
+    ``directory``, or (``stream`` = ``(redis_url, key, max_len)``) to the shared log's Redis
+    Stream: the data plane's writer either way (one ``MULTI``/``EXEC`` of ``XADD``\ s per flush).
 
     Use it as a context manager or call :meth:`close`; see the module docstring for the costs.
     Thread-safe. Create it in the process that uses it (not before a fork).
@@ -231,6 +311,7 @@ class EvaluationWriter(Generic[R]):
         max_segment_bytes: int = 64 << 20,
         max_pending: int = 200_000,
         fsync: bool = False,
+        stream: tuple[str, str, int] | None = None,
     ) -> None:
         if flush_records < 1 or max_pending < flush_records:
             raise ValueError("need 1 <= flush_records <= max_pending")
@@ -240,13 +321,14 @@ class EvaluationWriter(Generic[R]):
         self.kind = kind
         self._type: type[R] = record_type
         self._native = LogWriter(
-            directory,
+            None if stream is not None else directory,
             kind,
             flush_records=flush_records,
             flush_seconds=flush_seconds,
             max_segment_bytes=max_segment_bytes,
             max_pending=max_pending,
             fsync=fsync,
+            stream=stream,
         )
 
     @property
@@ -318,31 +400,77 @@ class EvaluationWriter(Generic[R]):
 
 
 class EvaluationLog:
-    """The evaluation log in ``directory``: writers for servers, readers for ``compare``."""
+    """The evaluation log: writers of segment files for servers, readers for ``compare``.
 
-    def __init__(self, directory: Path) -> None:
+    Where the readers look:
+
+    - ``archive`` None: straight at the segment files in ``directory`` (this machine's segments
+      only; a complete line that does not parse raises :class:`EvaluationLogError`).
+    - ``archive`` given, ``stream`` None: the local segments in ``directory`` are the source.
+      Each read first runs one archive pass over them (the archiver's own code,
+      :func:`credit_core.archiver.archive_segments`), then reads the Parquet archive, so what a
+      server just wrote is seen. A line that does not parse goes to the archive's ``rejected/``.
+    - ``archive`` and ``stream`` given: the Redis Streams are the source, drained into the
+      archive by ``python -m drift archive``; reads see what it has archived, from every
+      replica. :func:`import_outcomes` appends to the outcomes stream.
+
+    Archive reads are deduplicated on ``log_id`` (the archiver delivers at least once).
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        archive: ParquetArchive | None = None,
+        *,
+        stream: LogStream | None = None,
+    ) -> None:
+        if stream is not None and archive is None:
+            raise ValueError("a stream-backed log is read from its archive: give the archive")
         self.directory = directory
+        self.archive = archive
+        self.stream = stream
 
     def predictions_writer(self, **options: Any) -> EvaluationWriter[PredictionRecord]:
-        """A writer of predictions; ``options`` are :class:`EvaluationWriter`'s keywords."""
-        return EvaluationWriter(self.directory, "predictions", PredictionRecord, **options)
+        """A writer of predictions (to the stream when the log has one); ``options`` are
+        :class:`EvaluationWriter`'s keywords."""
+        return EvaluationWriter(
+            self.directory, "predictions", PredictionRecord, stream=self._target("predictions"),
+            **options,
+        )  # fmt: skip
 
     def outcomes_writer(self, **options: Any) -> EvaluationWriter[OutcomeRecord]:
-        """A writer of outcomes; ``options`` are :class:`EvaluationWriter`'s keywords."""
-        return EvaluationWriter(self.directory, "outcomes", OutcomeRecord, **options)
+        """A writer of outcomes (to the stream when the log has one); ``options`` are
+        :class:`EvaluationWriter`'s keywords."""
+        return EvaluationWriter(
+            self.directory, "outcomes", OutcomeRecord, stream=self._target("outcomes"), **options
+        )
+
+    def _target(self, kind: Kind) -> tuple[str, str, int] | None:
+        s = self.stream
+        return None if s is None else (s.url, s.key(kind), s.max_len)
 
     def read_predictions(self) -> pl.DataFrame:
-        """Every complete prediction line, ordered by ``ts`` (:data:`PREDICTION_SCHEMA`)."""
-        return self._read("predictions", PREDICTION_SCHEMA)
+        """Every prediction, ordered by ``ts`` (:data:`PREDICTION_SCHEMA`)."""
+        return self._read("predictions")
 
     def read_outcomes(self) -> pl.DataFrame:
-        """Every complete outcome line, ordered by ``ts`` (:data:`OUTCOME_SCHEMA`)."""
-        return self._read("outcomes", OUTCOME_SCHEMA)
+        """Every outcome, ordered by ``ts`` (:data:`OUTCOME_SCHEMA`)."""
+        return self._read("outcomes")
 
-    def segments(self, kind: Literal["predictions", "outcomes"]) -> list[Path]:
+    def segments(self, kind: Kind) -> list[Path]:
         return sorted(self.directory.glob(f"{kind}-*.jsonl"))
 
-    def _read(self, kind: Literal["predictions", "outcomes"], schema: pl.Schema) -> pl.DataFrame:
+    def _read(self, kind: Kind) -> pl.DataFrame:
+        if self.archive is None:
+            return self._read_segments(kind)
+        if self.stream is None:
+            from credit_core.archiver import archive_segments
+
+            archive_segments(self.directory, self.archive, kinds=(kind,))
+        return self.archive.read(kind)
+
+    def _read_segments(self, kind: Kind) -> pl.DataFrame:
+        schema = SCHEMAS[kind]
         frames = []
         for path in self.segments(kind):
             try:
@@ -351,57 +479,107 @@ class EvaluationLog:
                 continue
             end = data.rfind(b"\n") + 1  # the rest is a line being written, or a torn tail
             if end:
-                frames.append(_parse(path, data[:end], schema))
+                frames.append(_parse(path, data[:end], kind))
         if not frames:
             return pl.DataFrame(schema=schema)
         return pl.concat(frames).sort("ts", maintain_order=True)
 
 
-def _parse(path: Path, data: bytes, schema: pl.Schema) -> pl.DataFrame:
-    required = [c for c in schema.names() if c not in _NULLABLE]
+def with_defaults(frame: pl.DataFrame, kind: Kind) -> pl.DataFrame:
+    """``frame`` with the null cells of the fields added later (:data:`PREDICTION_DEFAULTS`)
+    filled, in the schema's column order."""
+    schema = SCHEMAS[kind]
+    fills = [
+        pl.col(name).fill_null(pl.lit(value, dtype=schema[name]))
+        for name, value in _DEFAULTS[kind].items()
+    ]
+    return frame.with_columns(fills).select(schema.names()) if fills else frame
+
+
+def _parse(path: Path, data: bytes, kind: Kind) -> pl.DataFrame:
+    schema = SCHEMAS[kind]
+    optional = _NULLABLE | _DEFAULTS[kind].keys()
+    required = [c for c in schema.names() if c not in optional]
     try:
         frame = pl.read_ndjson(io.BytesIO(data), schema=schema)
     except pl.exceptions.PolarsError as e:
-        _locate(path, data, schema)
+        _locate(path, data, kind)
         raise EvaluationLogError(f"{path}: unreadable: {e}") from e
     if frame.select(pl.any_horizontal(pl.col(required).is_null()).any()).item():
-        _locate(path, data, schema)
+        _locate(path, data, kind)
         raise EvaluationLogError(f"{path}: a line lacks a required field")
-    return frame
+    return with_defaults(frame, kind)
 
 
-def _json_ok(value: object, dtype: pl.DataType) -> bool:
+def _json_ok(value: object, dtype: PolarsDataType) -> bool:
     if dtype == pl.Boolean:
         return isinstance(value, bool)
     if dtype == pl.String:
         return isinstance(value, str)
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if dtype == pl.Int64:
+        return isinstance(value, int) and -(2**63) <= value < 2**63
+    if isinstance(dtype, pl.List):
+        inner = dtype.inner
+        return isinstance(value, list) and all(
+            (v is None and inner == pl.Float64) or _json_ok(v, inner) for v in value
+        )
+    return isinstance(value, int | float) and math.isfinite(value)
 
 
-def _locate(path: Path, data: bytes, schema: pl.Schema) -> None:
+def check_line(line: bytes, kind: Kind) -> str | None:
+    """Why one log line is not a valid record of ``kind`` (None: it is): not JSON, not an
+    object, or a field missing or of the wrong type. Fields added later may be absent."""
+    try:
+        obj = json.loads(line)
+    except ValueError as e:
+        return f"not JSON: {e}"
+    if not isinstance(obj, dict):
+        return "not a JSON object"
+    optional = _DEFAULTS[kind]
+    for name, dtype in SCHEMAS[kind].items():
+        value = obj.get(name)
+        if value is None and (name in _NULLABLE or name in optional):
+            continue
+        if not _json_ok(value, dtype):
+            return f"field {name!r} is {value!r}, expected {dtype}"
+    return None
+
+
+def parse_lines(lines: Sequence[bytes], kind: Kind) -> tuple[pl.DataFrame, list[tuple[int, str]]]:
+    """The valid lines of ``lines`` (each one JSON record, no newline) as a frame of ``kind``'s
+    schema, defaults filled, in order; and ``(index, reason)`` of every invalid one."""
+    good: list[bytes] = []
+    bad: list[tuple[int, str]] = []
+    for i, line in enumerate(lines):
+        reason = check_line(line, kind)
+        if reason is None:
+            good.append(line)
+        else:
+            bad.append((i, reason))
+    schema = SCHEMAS[kind]
+    if not good:
+        return pl.DataFrame(schema=schema), bad
+    frame = pl.read_ndjson(io.BytesIO(b"\n".join(good)), schema=schema)
+    return with_defaults(frame, kind), bad
+
+
+def _locate(path: Path, data: bytes, kind: Kind) -> None:
     """Raise :class:`EvaluationLogError` naming the first bad line of ``data``."""
     for number, line in enumerate(data.splitlines(), start=1):
-        try:
-            obj = json.loads(line)
-        except ValueError as e:
-            raise EvaluationLogError(f"{path}:{number}: not JSON: {e}") from None
-        if not isinstance(obj, dict):
-            raise EvaluationLogError(f"{path}:{number}: not a JSON object")
-        for name, dtype in schema.items():
-            value = obj.get(name)
-            if value is None and name in _NULLABLE:
-                continue
-            if not _json_ok(value, dtype):
-                raise EvaluationLogError(
-                    f"{path}:{number}: field {name!r} is {value!r}, expected {dtype}"
-                )
+        reason = check_line(line, kind)
+        if reason is not None:
+            raise EvaluationLogError(f"{path}:{number}: {reason}")
 
 
 def matched(log: EvaluationLog, model_name: str | None = None) -> pl.DataFrame:
     """Predictions that have an outcome: one row per ``(request_id, variant)`` with ``pd``,
     ``served``, ``defaulted`` and ``matched_by`` (``request_id`` | ``applicant_id``), by the rule
     in the module docstring. ``model_name`` keeps only that model's predictions."""
-    preds = log.read_predictions()
+    preds = log.read_predictions().select(
+        "request_id", "applicant_id", "variant", "model_name", "model_version", "pd", "served", "ts"
+    )
     if model_name is not None:
         preds = preds.filter(pl.col("model_name") == model_name)
     key = ["model_name", "request_id", "variant"]
@@ -624,8 +802,14 @@ def read_outcome_file(path: Path, *, now: float | None = None) -> list[OutcomeRe
 
 def import_outcomes(log: EvaluationLog, path: Path) -> int:
     """Validate the labelled file at ``path`` (see :func:`read_outcome_file`) and, only when all
-    of it is valid, record it in ``log``. Returns the number of outcomes recorded."""
+    of it is valid, record it in ``log``: in its outcomes stream when it has one (all or
+    nothing), else in a segment file of its directory. Returns the number of outcomes recorded."""
     records = read_outcome_file(path)
+    if log.stream is not None and len(records) > log.stream.max_len:
+        raise EvaluationLogError(
+            f"{len(records)} outcomes exceed the stream's cap of {log.stream.max_len}: "
+            "they would trim each other before the archiver reads them"
+        )
     with log.outcomes_writer(flush_records=len(records), max_pending=len(records)) as writer:
         writer.write(records)
     return len(records)

@@ -6,7 +6,7 @@ MLflow exceptions never leave this module: they become ``RegistryError``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +17,7 @@ from credit_core.errors import RegistryError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
 
 __all__ = [
     "ARCHIVED",
@@ -86,6 +87,7 @@ def routing_from_tags(tags: Mapping[str, str]) -> Routing:
 
 class ModelRegistry(Protocol):
     def get_alias(self, name: str, alias: str) -> ModelVersionRef | None: ...
+    def get_version(self, name: str, version: str) -> ModelVersionRef | None: ...
     def set_alias(self, name: str, alias: str, version: str) -> None: ...
     def download(self, ref: ModelVersionRef, dst: Path) -> Path: ...
 
@@ -177,11 +179,24 @@ class MlflowRegistry:
 
     def get_alias(self, name: str, alias: str) -> ModelVersionRef | None:
         """The version an alias points at, or None when the model or alias does not exist."""
-        with _mapped("alias lookup"):
+        return self._version(
+            name, "alias lookup", lambda: self.client.get_model_version_by_alias(name, alias)
+        )
+
+    def get_version(self, name: str, version: str) -> ModelVersionRef | None:
+        """A registered version by its number, or None when it does not exist."""
+        return self._version(
+            name, "version lookup", lambda: self.client.get_model_version(name, version)
+        )
+
+    def _version(
+        self, name: str, what: str, lookup: Callable[[], ModelVersion]
+    ) -> ModelVersionRef | None:
+        with _mapped(what):
             from mlflow.exceptions import MlflowException
 
             try:
-                mv = self.client.get_model_version_by_alias(name, alias)
+                mv = lookup()
             except MlflowException as e:
                 if e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
                     return None

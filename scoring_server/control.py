@@ -78,6 +78,9 @@ def start_data_plane(settings: ServerSettings) -> DataPlane:
         tls_client_ca=settings.tls_client_ca_file,
         keepalive=settings.keepalive_seconds,
         max_concurrent_streams=settings.max_concurrent_streams,
+        log_stream=None
+        if settings.log_redis_url is None
+        else (settings.log_redis_url, settings.log_stream_prefix, settings.log_stream_max_len),
     )
 
 

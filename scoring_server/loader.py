@@ -131,6 +131,15 @@ class ModelLoader:
         version = self.resolve(alias)
         return version, self._download(version)
 
+    def fetch_version(self, version: str) -> tuple[ModelVersionRef, Path]:
+        """A registered version by number and its bundle directory (downloaded once)."""
+        if self.registry is None:
+            raise ModelNotReady("this process has no registry: it loads bundles it is given")
+        ref = self.registry.get_version(self.model_name, version)
+        if ref is None:
+            raise ModelNotReady(f"no version {version!r} of {self.model_name!r} in the registry")
+        return ref, self._download(ref)
+
     def load(self, alias: str = "champion") -> LoadedModel:
         """Load the version ``alias`` points at. Raises ``ModelRejectedError`` when a gate fails."""
         version, bundle_dir = self.fetch(alias)

@@ -10,6 +10,7 @@ from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from credit_core import ScoringPolicy
+from credit_core.domain import LOG_STREAM_MAX_LEN, LOG_STREAM_PREFIX
 
 __all__ = ["ServerSettings"]
 
@@ -42,7 +43,7 @@ class ServerSettings(BaseSettings):
     redis_cluster: bool = False
     """``redis_url`` names the seed nodes of a Redis Cluster."""
 
-    @field_validator("redis_url")
+    @field_validator("redis_url", "log_redis_url")
     @classmethod
     def _empty_is_unset(cls, value: str | None) -> str | None:
         return value or None
@@ -91,6 +92,16 @@ class ServerSettings(BaseSettings):
     """Where predictions and outcomes are logged; default ``<state_dir>/evaluation``."""
     log_predictions: bool = True
     """Record every prediction (served and shadow) in the evaluation log for ``compare``."""
+    log_redis_url: str | None = None
+    """The shared prediction log: predictions and outcomes go to the Redis Streams
+    ``<log_stream_prefix>:predictions`` / ``:outcomes`` (every replica the same), which
+    ``python -m drift archive`` drains into Parquet. Unset: this process's segment files in
+    ``evaluation_dir``."""
+    log_stream_prefix: str = Field(LOG_STREAM_PREFIX, min_length=1)
+    """Key prefix of the prediction-log streams."""
+    log_stream_max_len: int = Field(LOG_STREAM_MAX_LEN, ge=1)
+    """Approximate cap of each stream (``XADD MAXLEN ~``): what Redis keeps when the archiver
+    falls behind; older entries beyond it are trimmed."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Level of the log lines (control plane and data plane)."""
     log_format: Literal["text", "json"] = "text"

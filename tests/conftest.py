@@ -239,3 +239,23 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server = RedisServer(workdir=tmp_path_factory.mktemp("redis")).start()
     yield server.url
     server.stop()
+
+
+def replay_cli(state_dir: Path, evaluation: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m training replay --json ARGS`` on the log of ``evaluation`` (its own archive
+    beside it) and the registry of ``state_dir``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALTSCORE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "training", "replay", "--json", *args],
+        cwd=ROOT,
+        env={
+            **env,
+            "ALTSCORE_STATE_DIR": str(state_dir),
+            "ALTSCORE_EVALUATION_DIR": str(evaluation),
+            "ALTSCORE_ARCHIVE_URL": str(evaluation.parent / "archive"),  # this test's own
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )

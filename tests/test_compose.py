@@ -22,8 +22,10 @@ def _compose() -> dict[str, Any]:
 
 def test_services_and_build_files_exist() -> None:
     services = _compose()["services"]
-    assert set(services) == {"mlflow", "trainer", "scoring-server", "prometheus", "grafana"}
-    for name in ("mlflow", "trainer", "scoring-server"):
+    assert set(services) == {
+        "mlflow", "trainer", "scoring-server", "redis", "archiver", "prometheus", "grafana"
+    }  # fmt: skip
+    for name in ("mlflow", "trainer", "scoring-server", "archiver"):
         build = services[name]["build"]
         assert (ROOT / build["context"] / build["dockerfile"]).is_file()
     dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
@@ -35,7 +37,7 @@ def test_services_and_build_files_exist() -> None:
 
 def test_commands_name_real_modules() -> None:
     services = _compose()["services"]
-    for name in ("trainer", "scoring-server"):
+    for name in ("trainer", "scoring-server", "archiver"):
         cmd = services[name]["command"]
         assert cmd[:2] == ["python", "-m"]
         assert importlib.util.find_spec(cmd[2]) is not None
@@ -84,3 +86,41 @@ def test_grafana_is_provisioned_with_the_prometheus_of_the_stack() -> None:
         for panel in dashboard["panels"]:
             for target in panel.get("targets", []):
                 assert target["datasource"]["uid"] == source["uid"], (path.name, panel["title"])
+
+
+def _settings_env_names() -> set[str]:
+    """Every ``ALTSCORE_*`` variable some process of the stack reads."""
+    from drift.settings import DriftSettings
+    from training.settings import TrainingSettings
+
+    names = set()
+    for cls in (ServerSettings, TrainingSettings, DriftSettings):
+        for field, info in cls.model_fields.items():
+            alias = info.validation_alias
+            choices = getattr(alias, "choices", None) or ([alias] if alias else [])
+            names |= {str(c).upper() for c in choices if isinstance(c, str)}
+            names.add(f"ALTSCORE_{field.upper()}")
+    return names
+
+
+def test_every_variable_the_stack_sets_is_read_by_a_settings_class() -> None:
+    """A misspelt or removed variable would be ignored silently by pydantic-settings."""
+    known = _settings_env_names()
+    for name, service in _compose()["services"].items():
+        for var in service.get("environment", {}):
+            if var.startswith("ALTSCORE_"):
+                assert var in known, f"{name}: {var} is read by no settings class"
+
+
+def test_the_shared_prediction_log_is_wired() -> None:
+    """Every writer and reader of the prediction log meets at one Redis and one archive."""
+    services = _compose()["services"]
+    for name in ("scoring-server", "archiver", "trainer"):
+        env = services[name]["environment"]
+        assert env["ALTSCORE_LOG_REDIS_URL"] == "redis://redis:6379/0", name
+        assert env["ALTSCORE_ARCHIVE_URL"] == "/archive", name
+    assert "archive:/archive" in services["archiver"]["volumes"]
+    assert "archive:/archive" in services["trainer"]["volumes"]
+    assert services["archiver"]["command"] == ["python", "-m", "drift", "archive"]
+    assert "redis" in services["scoring-server"]["depends_on"]
+    assert "--appendonly" in services["redis"]["command"]  # unarchived records survive a restart

@@ -90,6 +90,40 @@ def _publish(ns: argparse.Namespace, settings: TrainingSettings, console: Consol
     return 0
 
 
+def _replay(
+    ns: argparse.Namespace, settings: TrainingSettings, log: EvaluationLog, console: Console
+) -> int:
+    """Exit 0: every decision reproduced; 1: some differ; 2: nothing to replay."""
+    from training.replay import as_served, replay, select_records
+
+    records = select_records(log.read_predictions(), ns.request_id, ns.last)
+    if records.height == 0:
+        console.print(f"no logged prediction of {ns.request_id or 'the log'} to replay")
+        return 2
+    load, policy = as_served(settings.state_dir, settings.tracking_uri())
+    results = replay(records, load, policy)
+    for r in results:
+        if ns.json:
+            print(json.dumps(r.as_dict()))
+        elif r.reproduced:
+            print(
+                f"{r.request_id} {r.variant} {r.model}: reproduced (pd {r.replayed['pd']!r}, "
+                f"score {r.replayed['score']}, {r.replayed['decision']}"
+                + (
+                    f", reasons {','.join(r.replayed['reasons'])})"
+                    if r.replayed["reasons"]
+                    else ")"
+                )
+            )
+        else:
+            print(f"{r.request_id} {r.variant} {r.model}: DIFFERS")
+            for d in r.differences:
+                print(f"  {d}")
+    differ = sum(not r.reproduced for r in results)
+    console.log(f"{len(results) - differ} of {len(results)} decisions reproduced")
+    return 1 if differ else 0
+
+
 def _evaluation_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from training.compare import EvidenceRules
 
@@ -117,6 +151,21 @@ def _evaluation_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         default=rules.max_auc_drop,
         help="how far the challenger's AUC may sit below the champion's",
     )
+    rep = sub.add_parser(
+        "replay",
+        help="reproduce logged decisions from the log and the registered model version",
+    )
+    which = rep.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--request-id", action="append", default=[], help="a logged request (repeatable)"
+    )
+    which.add_argument("--last", type=int, default=None, help="the last N predictions logged")
+    rep.add_argument("--json", action="store_true", help="print one JSON object per prediction")
+    for p in (rep,):
+        p.add_argument("--state-dir", type=Path, default=None, help="default: ALTSCORE_STATE_DIR")
+        p.add_argument(
+            "--evaluation-dir", type=Path, default=None, help="default: <state-dir>/evaluation"
+        )
     for p in (out, cmp, pro):
         p.add_argument("--model-name", default=None)
         p.add_argument("--state-dir", type=Path, default=None, help="default: ALTSCORE_STATE_DIR")
@@ -132,16 +181,19 @@ def _evaluation_command(
     ns: argparse.Namespace, settings: TrainingSettings, console: Console
 ) -> int:
     from credit_core import CreditError
-    from credit_core.evaluation import EvaluationLog, OutcomeFileError, import_outcomes
+    from credit_core.evaluation import OutcomeFileError, import_outcomes
 
-    log = EvaluationLog(settings.evaluation_path())
+    log = settings.evaluation_log()
     try:
         if ns.command == "outcomes":
             n = import_outcomes(log, ns.file)
-            print(f"recorded {n} outcomes from {ns.file} in {log.directory}")
+            where = log.directory if log.stream is None else log.stream.key("outcomes")
+            print(f"recorded {n} outcomes from {ns.file} in {where}")
             return 0
         if ns.command == "compare":
             return _compare(ns, settings, log, console)
+        if ns.command == "replay":
+            return _replay(ns, settings, log, console)
         return _promote(ns, settings, log, console)
     except OutcomeFileError as e:
         console.print(f"[red]outcomes refused, nothing recorded:[/] {e}")
@@ -169,7 +221,8 @@ def _comparison(
     from training.compare import compare
 
     rows = matched(log, settings.model_name)
-    console.log(f"{rows.height:,} matched predictions of {settings.model_name} in {log.directory}")
+    where = log.archive.url if log.archive is not None else log.directory
+    console.log(f"{rows.height:,} matched predictions of {settings.model_name} in {where}")
     return compare(
         rows,
         model_name=settings.model_name,
@@ -327,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if ns.command == "publish":
         return _publish(ns, settings, console)
-    if ns.command in ("outcomes", "compare", "promote"):
+    if ns.command in ("outcomes", "compare", "promote", "replay"):
         return _evaluation_command(ns, settings, console)
     if ns.command == "route":
         return _route(ns, settings, console)

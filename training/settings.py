@@ -8,7 +8,10 @@ from typing import TYPE_CHECKING
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from credit_core.domain import LOG_STREAM_MAX_LEN, LOG_STREAM_PREFIX
+
 if TYPE_CHECKING:
+    from credit_core.evaluation import EvaluationLog
     from credit_core.registry import MlflowRegistry
 
 __all__ = ["TrainingSettings"]
@@ -50,6 +53,24 @@ class TrainingSettings(BaseSettings):
 
     evaluation_dir: Path | None = None
     """Evaluation log (predictions and outcomes); default ``<state_dir>/evaluation``."""
+    log_redis_url: str | None = None
+    """The shared prediction log's Redis: ``outcomes`` appends to its outcomes stream, and
+    ``compare``/``promote`` read what ``python -m drift archive`` archived of it. Unset: the
+    local segments of ``evaluation_dir`` (archived by those commands before they read)."""
+    log_stream_prefix: str = Field(LOG_STREAM_PREFIX, min_length=1)
+    """Key prefix of the prediction-log streams."""
+    log_stream_max_len: int = Field(LOG_STREAM_MAX_LEN, ge=1)
+    """Approximate cap of each stream (``XADD MAXLEN ~``)."""
+    archive_url: str | None = None
+    """The Parquet archive of the prediction log: a folder or an ``s3://`` URL; default
+    ``<state_dir>/archive``."""
+    archive_storage_options: dict[str, str] = Field(default_factory=dict)
+    """Polars ``storage_options`` of an object-store archive (JSON)."""
+
+    @field_validator("log_redis_url", "archive_url")
+    @classmethod
+    def _empty_log_setting_is_unset(cls, value: str | None) -> str | None:
+        return value or None
 
     min_auc: float = Field(0.6, ge=0, le=1)
     """Gate: a model below this holdout AUC is registered but never given an alias."""
@@ -77,3 +98,19 @@ class TrainingSettings(BaseSettings):
         from credit_core.evaluation import default_directory
 
         return self.evaluation_dir or default_directory(self.state_dir)
+
+    def evaluation_log(self) -> EvaluationLog:
+        """The evaluation log as ``compare``, ``promote`` and ``outcomes`` read and write it:
+        through the Parquet archive (see :class:`credit_core.evaluation.EvaluationLog`)."""
+        from credit_core.archive import LogStream, ParquetArchive
+        from credit_core.evaluation import EvaluationLog
+
+        archive = ParquetArchive(
+            self.archive_url or self.state_dir / "archive", self.archive_storage_options
+        )
+        stream = (
+            None
+            if self.log_redis_url is None
+            else LogStream(self.log_redis_url, self.log_stream_prefix, self.log_stream_max_len)
+        )
+        return EvaluationLog(self.evaluation_path(), archive, stream=stream)

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use altscore_kernels::fmt::push_py_float;
 use altscore_server::log::{
-    model_fields, push_outcome, push_prediction, LogConfig, LogError, SegmentLog,
+    model_fields, push_outcome, push_prediction, LogConfig, LogError, PredictionLine, RecordLog,
+    Target,
 };
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -24,25 +25,27 @@ fn to_py(e: LogError) -> PyErr {
     }
 }
 
-/// A buffered appender of one record kind to its own segment files (see
-/// `altscore_server::log`).
+/// A buffered appender of one record kind to its own segment files in `directory`, or to the
+/// Redis Stream `stream` = `(url, key, max_len)` (see `altscore_server::log`).
 #[pyclass(module = "feature_kernels._core", name = "LogWriter", frozen)]
 pub struct LogWriter {
-    inner: SegmentLog,
+    inner: RecordLog,
 }
 
 #[pymethods]
 impl LogWriter {
     #[new]
-    #[pyo3(signature = (directory, kind, *, flush_records, flush_seconds, max_segment_bytes, max_pending, fsync))]
+    #[pyo3(signature = (directory, kind, *, flush_records, flush_seconds, max_segment_bytes, max_pending, fsync, stream=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
-        directory: PathBuf,
+        directory: Option<PathBuf>,
         kind: &str,
         flush_records: usize,
         flush_seconds: f64,
         max_segment_bytes: u64,
         max_pending: usize,
         fsync: bool,
+        stream: Option<(String, String, u64)>,
     ) -> PyResult<Self> {
         if !(flush_seconds.is_finite() && flush_seconds > 0.0) {
             return Err(PyValueError::new_err(
@@ -56,7 +59,16 @@ impl LogWriter {
             max_pending,
             fsync,
         };
-        SegmentLog::open(&directory, kind, config, None)
+        let target = match (directory, stream) {
+            (Some(directory), None) => Target::Segments(directory),
+            (None, Some((url, key, max_len))) => Target::Stream { url, key, max_len },
+            _ => {
+                return Err(PyValueError::new_err(
+                    "give a directory or a stream, not both",
+                ))
+            }
+        };
+        RecordLog::open_target(target, kind, config, None)
             .map(|inner| Self { inner })
             .map_err(to_py)
     }
@@ -95,7 +107,7 @@ impl LogWriter {
 /// One prediction's log line (as the data plane writes it).
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
-#[pyo3(signature = (ts, request_id, applicant_id, model_name, variant, model_version, pd, served))]
+#[pyo3(signature = (ts, request_id, applicant_id, model_name, variant, model_version, pd, served, score, decision, reasons, degraded, imputed, features, predictor="native"))]
 pub fn prediction_line<'py>(
     py: Python<'py>,
     ts: f64,
@@ -106,18 +118,34 @@ pub fn prediction_line<'py>(
     model_version: &str,
     pd: f64,
     served: bool,
+    score: i32,
+    decision: &str,
+    reasons: Vec<String>,
+    degraded: bool,
+    imputed: Vec<String>,
+    features: Vec<f32>,
+    predictor: &str,
 ) -> Bound<'py, PyBytes> {
     let (mut out, mut time) = (Vec::new(), Vec::new());
     push_py_float(&mut time, ts);
-    let fields = model_fields(model_name, variant, model_version);
+    let fields = model_fields(model_name, variant, model_version, predictor);
+    let line = PredictionLine {
+        request_id,
+        applicant_id,
+        model: &fields,
+        pd,
+        served,
+        score,
+        decision,
+        degraded,
+        features: &features,
+    };
     push_prediction(
         &mut out,
         &time,
-        request_id,
-        applicant_id,
-        &fields,
-        pd,
-        served,
+        &line,
+        reasons.iter().map(String::as_str),
+        imputed.iter().map(String::as_str),
     );
     PyBytes::new(py, &out)
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use altscore_kernels::reasons::{ReasonGroup, Reasons};
 use altscore_kernels::routing::{Mode, Routing};
-use altscore_server::config::{Config, TlsFiles};
+use altscore_server::config::{Config, LogStream, TlsFiles};
 use altscore_server::model::{EntityLookup, ModelParts, Predictor, ServingModel, Variant};
 use altscore_server::plane::Variants;
 use altscore_server::proto;
@@ -171,6 +171,28 @@ impl PyServingModel {
             .map(|pd| pd.into_pyarray(py))
             .map_err(to_py_err)
     }
+
+    /// The reason codes of each row of `x` (float32 `[n, n_features]`), most adverse first: the
+    /// exact `TreeSHAP` and reason choice of an answer with `explain` (a replay compares them).
+    fn reason_codes(
+        &self,
+        py: Python<'_>,
+        x: PyReadonlyArray2<'_, f32>,
+    ) -> PyResult<Vec<Vec<String>>> {
+        let (data, n, m) = rows(&x)?;
+        let model = &self.inner;
+        if m != model.plan.n_outputs() {
+            return Err(PyValueError::new_err(format!(
+                "x has {m} columns, the model takes {}",
+                model.plan.n_outputs()
+            )));
+        }
+        let explained = py.detach(|| model.explain(data, n)).map_err(to_py_err)?;
+        Ok(explained
+            .iter()
+            .map(|e| model.reason_codes(e).map(str::to_string).collect())
+            .collect())
+    }
 }
 
 /// Reads the online feature store with the data plane's client (the contract tests use it; the
@@ -329,7 +351,7 @@ impl DataPlane {
         max_batch, stream_batch_max, stream_batch_wait, stream_queue, stream_id_window, store_url,
         store_cluster, store_timeout, policy, predictor, evaluation_dir, log_predictions,
         shutdown_grace, tls_cert=None, tls_key=None, tls_client_ca=None, keepalive=30.0,
-        max_concurrent_streams=1024, max_shadow_in_flight=1024))]
+        max_concurrent_streams=1024, max_shadow_in_flight=1024, log_stream=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -358,6 +380,7 @@ impl DataPlane {
         keepalive: f64,
         max_concurrent_streams: u32,
         max_shadow_in_flight: usize,
+        log_stream: Option<(String, String, u64)>,
     ) -> PyResult<Self> {
         let tls = match (tls_cert, tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles {
@@ -388,6 +411,11 @@ impl DataPlane {
             policy: policy.inner,
             predictor: self::predictor(predictor)?,
             evaluation_dir,
+            log_stream: log_stream.map(|(url, prefix, max_len)| LogStream {
+                url,
+                prefix,
+                max_len,
+            }),
             log_predictions,
             shutdown_grace: seconds("shutdown_grace", shutdown_grace)?,
             tls,

@@ -447,7 +447,10 @@ def test_prediction_lines_are_what_json_dumps_writes(
     """The data plane's line encoder (read through the binding) equals json.dumps of the
     fields: the log is plain JSON lines any tool reads."""
     record = PredictionRecord(ts, ids[0], applicant, ids[1], variant, ids[2], pd, served)  # type: ignore[arg-type]
-    fields = {name: getattr(record, name) for name in record.__slots__}
+    fields = {
+        name: list(value) if isinstance(value := getattr(record, name), tuple) else value
+        for name in PREDICTION_SCHEMA.names()  # the line's field order
+    }
     assert encode_line(record) == json.dumps(fields, separators=(",", ":")).encode() + b"\n"
 
 
@@ -476,3 +479,29 @@ def test_encoded_lines_mix_with_records_and_survive_failures(tmp_path: Path) -> 
     got = EvaluationLog(blocked).read_predictions()["request_id"].to_list()
     assert got == ["r0", "r1", "e0", "e1", "e2", "r2"] + [f"y{i}" for i in range(24)]
     assert w.written == 30
+
+
+def test_prediction_lines_carry_the_answer_and_the_served_features(tmp_path: Path) -> None:
+    record = PredictionRecord(
+        1.5, "r1", "a1", "m", "champion", "1", 0.25, True, score=612, decision="approve",
+        reasons=["R1", 'R"2'], degraded=True, imputed=("x",), features=[1.5, float("nan"), 0.1],
+        predictor="tl2cgen",
+    )  # fmt: skip
+    assert record.reasons == ("R1", 'R"2')  # lists are stored as tuples
+    line = json.loads(encode_line(record))
+    assert list(line) == PREDICTION_SCHEMA.names()
+    assert line["features"] == [1.5, None, 0.1]  # NaN (missing) is null
+    assert (line["score"], line["decision"], line["degraded"]) == (612, "approve", True)
+    assert line["predictor"] == "tl2cgen"
+    assert (line["reasons"], line["imputed"]) == (["R1", 'R"2'], ["x"])
+    log = EvaluationLog(tmp_path)
+    with log.predictions_writer() as w:
+        w.write([record])
+    (row,) = log.read_predictions().to_dicts()
+    assert row["features"] == [1.5, None, 0.1]
+    assert row["reasons"] == ["R1", 'R"2']
+    for bad in ({"score": 1.5}, {"score": True}, {"reasons": ("ok", 3)}, {"imputed": "x"},
+                {"degraded": 1}, {"features": (float("inf"),)}, {"decision": None},
+                {"predictor": 1}):  # fmt: skip
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            PredictionRecord(1.0, "r", "", "m", "champion", "1", 0.5, True, **bad)  # type: ignore[arg-type]

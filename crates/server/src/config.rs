@@ -15,6 +15,16 @@ pub struct TlsFiles {
     pub client_ca: Option<PathBuf>,
 }
 
+/// The prediction log as Redis Streams shared by every replica.
+#[derive(Debug, Clone)]
+pub struct LogStream {
+    pub url: String,
+    /// Keys are `<prefix>:predictions` and `<prefix>:outcomes`.
+    pub prefix: String,
+    /// Approximate cap of each stream (`MAXLEN ~`).
+    pub max_len: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub host: String,
@@ -38,8 +48,10 @@ pub struct Config {
     pub store_timeout: Duration,
     pub policy: Policy,
     pub predictor: Predictor,
-    /// Where predictions and outcomes are logged.
+    /// Where predictions and outcomes are logged when `log_stream` is None (segment files).
     pub evaluation_dir: PathBuf,
+    /// The shared log instead: Redis Stream `<prefix>:predictions` and `<prefix>:outcomes`.
+    pub log_stream: Option<LogStream>,
     pub log_predictions: bool,
     pub shutdown_grace: Duration,
     pub tls: Option<TlsFiles>,
@@ -69,6 +81,7 @@ impl Default for Config {
             policy: Policy::standard(),
             predictor: Predictor::Native,
             evaluation_dir: PathBuf::from("var/evaluation"),
+            log_stream: None,
             log_predictions: true,
             shutdown_grace: Duration::from_secs(5),
             tls: None,

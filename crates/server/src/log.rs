@@ -1,15 +1,22 @@
 //! The evaluation log: what each variant predicted, and the outcomes observed later, as JSON
-//! lines in segment files (`credit_core.evaluation` reads them; its module docs give the layout
-//! and the reading rules). One writer implementation: the data plane's sink, and Python's
-//! `EvaluationWriter` through the binding.
+//! lines (`credit_core.evaluation` reads them; its module docs give the reading rules). One
+//! writer implementation: the data plane's sink, and Python's `EvaluationWriter` through the
+//! binding. Two destinations behind the one buffer ([`Target`]):
 //!
-//! Several writers at once: every writer owns its segment files,
-//! `<kind>-<host>-<pid>-<start_ns>-<seq>.jsonl`, created with `O_EXCL`; a writer only appends,
-//! whole lines, and starts the next segment once the current one holds `max_segment_bytes`.
-//! A failed write closes the segment (its tail may be torn; readers ignore a torn tail) and what
-//! was not written goes back to the front of the buffer, so no record is written twice.
+//! - **Segment files** (the laptop default). Several writers at once: every writer owns its
+//!   segment files, `<kind>-<host>-<pid>-<start_ns>-<seq>.jsonl`, created with `O_EXCL`; a
+//!   writer only appends,
+//!   whole lines, and starts the next segment once the current one holds `max_segment_bytes`.
+//!   A failed write closes the segment (its tail may be torn; readers ignore a torn tail) and what
+//!   was not written goes back to the front of the buffer, so no record is written twice.
+//! - **A Redis Stream** shared by every replica (`XADD <key> MAXLEN ~ <cap> * r <line>`, one
+//!   entry per record, the line without its newline). One flush is one pipelined `MULTI` ..
+//!   `EXEC`: all of its records are added or none, and on failure they all stay buffered. A
+//!   connection lost after `EXEC` was sent but before its reply can add a flush twice (at least
+//!   once): outcome matching keeps one prediction per model, request id and variant, so a
+//!   repeated record never changes what `compare` counts.
 //!
-//! Cost on the caller: [`SegmentLog::write`] appends bytes to a buffer under a mutex (no I/O). A
+//! Cost on the caller: [`RecordLog::write`] appends bytes to a buffer under a mutex (no I/O). A
 //! background thread appends the buffer to the file when `flush_records` records wait or
 //! `flush_seconds` passed since the oldest; `flush` and `close` do it on the caller's thread.
 //! When `max_pending` records already wait (the disk keeps failing), new ones are dropped,
@@ -43,16 +50,57 @@ pub trait PredictionSink: Send + Sync {
 pub enum LogError {
     #[error("evaluation log {kind}: writer is closed")]
     Closed { kind: String },
-    #[error("evaluation log {kind}: writing {directory} failed after {written} of {count} records: {error}")]
+    #[error("evaluation log {kind}: writing {target} failed after {written} of {count} records: {error}")]
     Write {
         kind: String,
-        directory: String,
+        target: String,
         written: usize,
         count: usize,
         error: String,
     },
     #[error("evaluation log {kind}: {what}")]
     Bad { kind: String, what: String },
+}
+
+/// Where a log's records go.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// This writer's own segment files in a directory (created on first write).
+    Segments(PathBuf),
+    /// A Redis Stream shared by every writer: `url` (`redis://` or `rediss://`), the stream
+    /// `key`, and `max_len`, the approximate cap (`MAXLEN ~`) that bounds Redis memory when the
+    /// archiver falls behind.
+    Stream {
+        url: String,
+        key: String,
+        max_len: u64,
+    },
+}
+
+impl Target {
+    /// Where the records go, for messages (a URL's password is not shown).
+    #[must_use]
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Segments(dir) => dir.display().to_string(),
+            Self::Stream { url, key, .. } => format!("{} stream {key}", redact(url)),
+        }
+    }
+}
+
+/// `url` without the password of its user-info part.
+#[must_use]
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    let Some((user_info, host)) = authority.rsplit_once('@') else {
+        return url.to_string();
+    };
+    let user = user_info.split_once(':').map_or(user_info, |(u, _)| u);
+    let slash = if rest.contains('/') { "/" } else { "" };
+    format!("{scheme}://{user}:***@{host}{slash}{path}")
 }
 
 /// How a writer flushes and rotates.
@@ -96,10 +144,18 @@ struct Io {
     segment: Option<PathBuf>,
     segment_bytes: u64,
     seq: u64,
+    /// The stream target's connection (opened on first flush, dropped after a failure).
+    redis: Option<redis::Connection>,
 }
 
+/// Connect and read/write timeouts of the stream target: a flush waits at most this long per
+/// step for a Redis that does not answer (the records stay buffered meanwhile).
+const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+
 struct Inner {
-    directory: PathBuf,
+    target: Target,
+    /// The stream target's client (parsed once at open).
+    client: Option<redis::Client>,
     kind: String,
     stem: String,
     config: LogConfig,
@@ -147,16 +203,32 @@ pub fn unix_now() -> f64 {
 }
 
 /// A buffered appender of one record kind to this writer's own segment files.
-pub struct SegmentLog {
+pub struct RecordLog {
     inner: Arc<Inner>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
-impl SegmentLog {
+impl RecordLog {
     /// A writer of `kind` (`predictions`, `outcomes`) into `directory` (created on first write).
     /// `on_drop` is told how many records were dropped, each time some are.
     pub fn open(
         directory: &Path,
+        kind: &str,
+        config: LogConfig,
+        on_drop: Option<Box<dyn Fn(u64) + Send + Sync>>,
+    ) -> Result<Self, LogError> {
+        Self::open_target(
+            Target::Segments(directory.to_path_buf()),
+            kind,
+            config,
+            on_drop,
+        )
+    }
+
+    /// A writer of `kind` to `target`. A stream target's URL is checked here; Redis itself is
+    /// reached on the first flush (a Redis that is down only delays the records).
+    pub fn open_target(
+        target: Target,
         kind: &str,
         config: LogConfig,
         on_drop: Option<Box<dyn Fn(u64) + Send + Sync>>,
@@ -171,12 +243,25 @@ impl SegmentLog {
         if config.flush_seconds.is_zero() || config.max_segment_bytes < 1 {
             return Err(bad("flush_seconds and max_segment_bytes must be positive"));
         }
+        let client = match &target {
+            Target::Segments(_) => None,
+            Target::Stream { url, key, max_len } => {
+                if key.is_empty() || *max_len < 1 {
+                    return Err(bad("a stream needs a key and a positive max_len"));
+                }
+                Some(
+                    redis::Client::open(url.as_str())
+                        .map_err(|e| bad(&format!("bad Redis URL {}: {e}", redact(url))))?,
+                )
+            }
+        };
         let start = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
         let now = Instant::now();
         let inner = Arc::new(Inner {
-            directory: directory.to_path_buf(),
+            target,
+            client,
             kind: kind.to_string(),
             stem: format!("{kind}-{}-{}-{start}", host(), std::process::id()),
             config,
@@ -194,6 +279,7 @@ impl SegmentLog {
                 segment: None,
                 segment_bytes: 0,
                 seq: 0,
+                redis: None,
             }),
             dropped: AtomicU64::new(0),
             written: AtomicU64::new(0),
@@ -273,6 +359,7 @@ impl SegmentLog {
         let result = self.inner.flush();
         let mut io = lock(&self.inner.io);
         io.file = None;
+        io.redis = None;
         result
     }
 
@@ -293,13 +380,13 @@ impl SegmentLog {
     }
 }
 
-impl Drop for SegmentLog {
+impl Drop for RecordLog {
     fn drop(&mut self) {
         let _ = self.close();
     }
 }
 
-impl PredictionSink for SegmentLog {
+impl PredictionSink for RecordLog {
     fn submit(&self, lines: &[u8], count: usize) {
         if self.write(lines, count, true).is_err() {
             self.inner.dropped_records(count as u64, 0);
@@ -307,15 +394,15 @@ impl PredictionSink for SegmentLog {
     }
 
     fn close(&self) -> Result<(), LogError> {
-        SegmentLog::close(self)
+        RecordLog::close(self)
     }
 
     fn written(&self) -> u64 {
-        SegmentLog::written(self)
+        RecordLog::written(self)
     }
 
     fn dropped(&self) -> u64 {
-        SegmentLog::dropped(self)
+        RecordLog::dropped(self)
     }
 }
 
@@ -410,6 +497,7 @@ impl Inner {
                 let lines = data[..done].iter().filter(|b| **b == b'\n').count();
                 self.written.fetch_add(lines as u64, Ordering::Relaxed);
                 io.file = None; // the segment may end torn: never append to it again
+                io.redis = None; // a connection that failed mid-reply is not reused
                 let keep_from = data[..done]
                     .iter()
                     .rposition(|b| *b == b'\n')
@@ -421,7 +509,7 @@ impl Inner {
                 state.pending_count += count - lines;
                 Err(LogError::Write {
                     kind: self.kind.clone(),
-                    directory: self.directory.display().to_string(),
+                    target: self.target.describe(),
                     written: lines,
                     count,
                     error: error.to_string(),
@@ -430,12 +518,10 @@ impl Inner {
         }
     }
 
-    fn open_segment(&self, io: &mut Io) -> io::Result<()> {
-        std::fs::create_dir_all(&self.directory)?;
+    fn open_segment(&self, directory: &Path, io: &mut Io) -> io::Result<()> {
+        std::fs::create_dir_all(directory)?;
         loop {
-            let path = self
-                .directory
-                .join(format!("{}-{:06}.jsonl", self.stem, io.seq));
+            let path = directory.join(format!("{}-{:06}.jsonl", self.stem, io.seq));
             io.seq += 1;
             match OpenOptions::new()
                 .append(true)
@@ -455,13 +541,68 @@ impl Inner {
         }
     }
 
-    /// Write `data` to the current segment; on failure, how many bytes were written.
+    /// Write `data` (whole lines) to the target; on failure, how many bytes were written.
     fn append(&self, io: &mut Io, data: &[u8]) -> Result<(), (usize, io::Error)> {
+        match &self.target {
+            Target::Segments(directory) => self.append_segment(directory, io, data),
+            Target::Stream { key, max_len, .. } => self
+                .append_stream(io, key, *max_len, data)
+                .map_err(|e| (0, io::Error::other(e))),
+        }
+    }
+
+    /// One `MULTI` .. `EXEC` of one `XADD` per line: all of `data` is added, or none.
+    fn append_stream(
+        &self,
+        io: &mut Io,
+        key: &str,
+        max_len: u64,
+        data: &[u8],
+    ) -> Result<(), redis::RedisError> {
+        if io.redis.is_none() {
+            let Some(client) = &self.client else {
+                return Err(redis::RedisError::from(io::Error::other("no Redis client")));
+            };
+            let conn = client.get_connection_with_timeout(REDIS_TIMEOUT)?;
+            conn.set_read_timeout(Some(REDIS_TIMEOUT))?;
+            conn.set_write_timeout(Some(REDIS_TIMEOUT))?;
+            io.redis = Some(conn);
+        }
+        let Some(conn) = io.redis.as_mut() else {
+            return Err(redis::RedisError::from(io::Error::other("not connected")));
+        };
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for line in data.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            pipe.cmd("XADD")
+                .arg(key)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(max_len)
+                .arg("*")
+                .arg("r")
+                .arg(line)
+                .ignore();
+        }
+        let result = pipe.query::<()>(conn);
+        if result.is_err() {
+            io.redis = None;
+        }
+        result
+    }
+
+    /// Write `data` to the current segment; on failure, how many bytes were written.
+    fn append_segment(
+        &self,
+        directory: &Path,
+        io: &mut Io,
+        data: &[u8],
+    ) -> Result<(), (usize, io::Error)> {
         if io.file.is_some() && io.segment_bytes >= self.config.max_segment_bytes {
             io.file = None;
         }
         if io.file.is_none() {
-            self.open_segment(io).map_err(|e| (0, e))?;
+            self.open_segment(directory, io).map_err(|e| (0, e))?;
         }
         let Some(file) = io.file.as_mut() else {
             return Err((0, io::Error::other("no segment open")));
@@ -482,38 +623,99 @@ impl Inner {
     }
 }
 
+/// One prediction, as logged (see [`push_prediction`]).
+pub struct PredictionLine<'a> {
+    pub request_id: &'a str,
+    pub applicant_id: &'a str,
+    /// The model's `,"model_name":..,"variant":..,"model_version":..,"predictor":..` part
+    /// ([`model_fields`]).
+    pub model: &'a [u8],
+    pub pd: f64,
+    /// The caller got this answer (false: a shadow scoring).
+    pub served: bool,
+    pub score: i32,
+    /// The decision's name (`approve`, `review`, `decline`).
+    pub decision: &'a str,
+    /// The feature store failed and an optional lookup went on without it.
+    pub degraded: bool,
+    /// The model's input vector as served (after enrichment and the spec's transforms), in the
+    /// model's feature order; NaN (missing) is written `null`.
+    pub features: &'a [f32],
+}
+
 /// One prediction's line: `{"ts":..,"request_id":..,"applicant_id":..,"model_name":..,
-/// "variant":..,"model_version":..,"pd":..,"served":..}` as `json.dumps` writes it. `ts` is the
-/// time already written by [`push_py_float`] (once per call), `model` the model's
-/// `,"model_name":..,"variant":..,"model_version":..` part.
-pub fn push_prediction(
+/// "variant":..,"model_version":..,"predictor":..,"pd":..,"served":..,"score":..,"decision":..,"reasons":[..],
+/// "degraded":..,"imputed":[..],"features":[..]}`. `ts` is the time already written by
+/// [`push_py_float`] (once per call); `reasons`: the reason codes (empty unless the request
+/// asked for an explanation); `imputed`: the entity inputs the feature store lacked, filled by
+/// the spec's missing-value policy.
+pub fn push_prediction<'s>(
     out: &mut Vec<u8>,
     ts: &[u8],
-    request_id: &str,
-    applicant_id: &str,
-    model: &[u8],
-    pd: f64,
-    served: bool,
+    p: &PredictionLine<'_>,
+    reasons: impl IntoIterator<Item = &'s str>,
+    imputed: impl IntoIterator<Item = &'s str>,
 ) {
     out.extend_from_slice(b"{\"ts\":");
     out.extend_from_slice(ts);
     out.extend_from_slice(b",\"request_id\":");
-    push_json_str(out, request_id);
+    push_json_str(out, p.request_id);
     out.extend_from_slice(b",\"applicant_id\":");
-    push_json_str(out, applicant_id);
-    out.extend_from_slice(model);
+    push_json_str(out, p.applicant_id);
+    out.extend_from_slice(p.model);
     out.extend_from_slice(b",\"pd\":");
-    push_py_float(out, pd);
-    out.extend_from_slice(if served {
-        b",\"served\":true}\n"
+    push_py_float(out, p.pd);
+    out.extend_from_slice(if p.served {
+        b",\"served\":true,\"score\":"
     } else {
-        b",\"served\":false}\n"
+        b",\"served\":false,\"score\":"
     });
+    out.extend_from_slice(itoa::Buffer::new().format(p.score).as_bytes());
+    out.extend_from_slice(b",\"decision\":");
+    push_json_str(out, p.decision);
+    out.extend_from_slice(b",\"reasons\":");
+    push_str_list(out, reasons);
+    out.extend_from_slice(if p.degraded {
+        b",\"degraded\":true,\"imputed\":"
+    } else {
+        b",\"degraded\":false,\"imputed\":"
+    });
+    push_str_list(out, imputed);
+    out.extend_from_slice(b",\"features\":[");
+    let mut buffer = ryu::Buffer::new();
+    for (i, x) in p.features.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        if x.is_finite() {
+            out.extend_from_slice(buffer.format_finite(*x).as_bytes());
+        } else {
+            out.extend_from_slice(b"null"); // missing (the kernels never make an infinity)
+        }
+    }
+    out.extend_from_slice(b"]}\n");
 }
 
-/// The model part of a prediction line.
+fn push_str_list<'s>(out: &mut Vec<u8>, items: impl IntoIterator<Item = &'s str>) {
+    out.push(b'[');
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        push_json_str(out, item);
+    }
+    out.push(b']');
+}
+
+/// The model part of a prediction line: which model answered and which of its predictors
+/// (`native`, `tl2cgen`) computed the PD (a replay uses the same one).
 #[must_use]
-pub fn model_fields(model_name: &str, variant: &str, model_version: &str) -> Vec<u8> {
+pub fn model_fields(
+    model_name: &str,
+    variant: &str,
+    model_version: &str,
+    predictor: &str,
+) -> Vec<u8> {
     let mut out = Vec::new();
     out.extend_from_slice(b",\"model_name\":");
     push_json_str(&mut out, model_name);
@@ -521,6 +723,8 @@ pub fn model_fields(model_name: &str, variant: &str, model_version: &str) -> Vec
     push_json_str(&mut out, variant);
     out.extend_from_slice(b",\"model_version\":");
     push_json_str(&mut out, model_version);
+    out.extend_from_slice(b",\"predictor\":");
+    push_json_str(&mut out, predictor);
     out
 }
 
@@ -561,15 +765,19 @@ mod tests {
         let mut out = Vec::new();
         let mut ts = Vec::new();
         push_py_float(&mut ts, 1.5);
-        push_prediction(
-            &mut out,
-            &ts,
+        let model = model_fields("m", "champion", "1", "native");
+        let p = PredictionLine {
             request_id,
-            "",
-            &model_fields("m", "champion", "1"),
-            0.25,
-            true,
-        );
+            applicant_id: "",
+            model: &model,
+            pd: 0.25,
+            served: true,
+            score: 612,
+            decision: "approve",
+            degraded: false,
+            features: &[1.5, f32::NAN, 0.1, 1e-7],
+        };
+        push_prediction(&mut out, &ts, &p, ["R1", "R\"2"], []);
         out
     }
 
@@ -578,7 +786,9 @@ mod tests {
         assert_eq!(
             String::from_utf8_lossy(&line("r\"1")),
             "{\"ts\":1.5,\"request_id\":\"r\\\"1\",\"applicant_id\":\"\",\"model_name\":\"m\",\
-             \"variant\":\"champion\",\"model_version\":\"1\",\"pd\":0.25,\"served\":true}\n"
+             \"variant\":\"champion\",\"model_version\":\"1\",\"predictor\":\"native\",\"pd\":0.25,\"served\":true,\
+             \"score\":612,\"decision\":\"approve\",\"reasons\":[\"R1\",\"R\\\"2\"],\
+             \"degraded\":false,\"imputed\":[],\"features\":[1.5,null,0.1,1e-7]}\n"
         );
         let mut out = Vec::new();
         push_outcome(&mut out, 2.0, "", "a", false, None);
@@ -601,7 +811,7 @@ mod tests {
             max_segment_bytes: 200,
             ..LogConfig::default()
         };
-        let log = SegmentLog::open(&dir, "predictions", config, None)?;
+        let log = RecordLog::open(&dir, "predictions", config, None)?;
         let two = [line("a"), line("b")].concat();
         assert_eq!(log.write(&two, 2, true)?, 2);
         log.flush()?;
@@ -632,7 +842,7 @@ mod tests {
             max_segment_bytes: 1 << 20,
             ..LogConfig::default()
         };
-        let log = Arc::new(SegmentLog::open(&dir, "predictions", config, None)?);
+        let log = Arc::new(RecordLog::open(&dir, "predictions", config, None)?);
         let writers: Vec<_> = (0..6)
             .map(|t| {
                 let log = log.clone();
@@ -688,5 +898,152 @@ mod tests {
         assert_eq!(found, taken, "every record taken is written, once");
         let _ = std::fs::remove_dir_all(&dir);
         Ok(())
+    }
+
+    fn test_error(what: impl std::fmt::Display) -> LogError {
+        LogError::Bad {
+            kind: "test".into(),
+            what: what.to_string(),
+        }
+    }
+
+    /// A `redis-server` on a free loopback port (the Debian package `make test` installs),
+    /// killed on drop.
+    struct RedisProcess {
+        child: std::process::Child,
+        port: u16,
+    }
+
+    impl RedisProcess {
+        fn start(port: u16) -> Result<Self, LogError> {
+            let child = std::process::Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .map_err(|e| test_error(format!("redis-server (`make redis` installs it): {e}")))?;
+            let redis = Self { child, port };
+            let started = Instant::now();
+            while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                if started.elapsed() > Duration::from_secs(10) {
+                    return Err(test_error("redis-server did not start"));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok(redis)
+        }
+
+        fn free_port() -> Result<u16, LogError> {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .map_err(test_error)
+        }
+
+        /// The `r` field of every entry of `key`, in order.
+        fn entries(&self, key: &str) -> Result<Vec<String>, LogError> {
+            let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port))
+                .map_err(test_error)?;
+            let mut conn = client.get_connection().map_err(test_error)?;
+            let found: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+                .arg(key)
+                .arg("-")
+                .arg("+")
+                .query(&mut conn)
+                .map_err(test_error)?;
+            let mut lines = Vec::new();
+            for (_, fields) in found {
+                assert_eq!(fields.len(), 1, "one field per entry");
+                assert_eq!(fields[0].0, "r");
+                lines.push(fields[0].1.clone());
+            }
+            Ok(lines)
+        }
+    }
+
+    impl Drop for RedisProcess {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    #[test]
+    fn stream_target_adds_every_record_once_and_keeps_them_while_redis_is_down(
+    ) -> Result<(), LogError> {
+        let port = RedisProcess::free_port()?;
+        let redis = RedisProcess::start(port)?;
+        let config = LogConfig {
+            flush_records: 1000,
+            flush_seconds: Duration::from_secs(3600),
+            ..LogConfig::default()
+        };
+        let target = Target::Stream {
+            url: format!("redis://127.0.0.1:{port}/"),
+            key: "test:predictions".into(),
+            max_len: 1000,
+        };
+        let log = RecordLog::open_target(target, "predictions", config, None)?;
+        let two = [line("a"), line("b")].concat();
+        log.write(&two, 2, true)?;
+        log.flush()?;
+        let lines: Vec<String> = two
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| String::from_utf8_lossy(l).into_owned())
+            .collect();
+        assert_eq!(
+            redis.entries("test:predictions")?,
+            lines,
+            "one entry per line, no newline"
+        );
+
+        drop(redis); // Redis goes away: the records wait, nothing is lost or dropped
+        log.write(&line("c"), 1, true)?;
+        let failed = log.flush();
+        assert!(
+            matches!(&failed, Err(LogError::Write { target, written: 0, count: 1, .. })
+                if target.contains("stream test:predictions")),
+            "{failed:?}"
+        );
+        let redis = RedisProcess::start(port)?;
+        log.write(&line("d"), 1, true)?;
+        log.close()?;
+        assert_eq!((log.written(), log.dropped()), (4, 0));
+        let after: Vec<String> = redis.entries("test:predictions")?;
+        let ids: Vec<String> = after
+            .iter()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap_or_default();
+                v["request_id"].as_str().unwrap_or("?").to_string()
+            })
+            .collect();
+        assert_eq!(
+            ids,
+            ["c", "d"],
+            "kept in order while Redis was down (a new, empty Redis)"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn stream_urls_are_checked_at_open_and_passwords_never_shown() {
+        let bad = RecordLog::open_target(
+            Target::Stream {
+                url: "http://x".into(),
+                key: "k".into(),
+                max_len: 1,
+            },
+            "predictions",
+            LogConfig::default(),
+            None,
+        );
+        assert!(matches!(bad, Err(LogError::Bad { .. })));
+        assert_eq!(
+            redact("redis://user:secret@host:6379/0"),
+            "redis://user:***@host:6379/0"
+        );
+        assert_eq!(redact("rediss://:secret@host"), "rediss://:***@host");
+        assert_eq!(redact("redis://host:6379"), "redis://host:6379");
     }
 }

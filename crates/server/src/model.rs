@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
+use crate::log::model_fields;
 use altscore_kernels::ensemble::TreeEnsemble;
-use altscore_kernels::fmt::push_json_str;
 use altscore_kernels::plan::{InputSlot, Plan};
 use altscore_kernels::policy::logistic;
-use altscore_kernels::reasons::Reasons;
+use altscore_kernels::reasons::{Reason, Reasons};
 use altscore_kernels::KernelError;
 use altscore_wire::encode::model_ref;
 
@@ -50,6 +50,14 @@ impl Variant {
     }
 }
 
+/// An explanation of one answer: the base value (the model's expected margin), one SHAP value
+/// per feature, and the reason codes chosen from them.
+pub struct Explanation {
+    pub base_value: f64,
+    pub contributions: Vec<f64>,
+    pub reasons: Vec<Reason>,
+}
+
 /// Which implementation computes the PD (`ALTSCORE_PREDICTOR`). Both pass the parity gate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Predictor {
@@ -66,6 +74,14 @@ impl Predictor {
             "native" => Some(Predictor::Native),
             "tl2cgen" => Some(Predictor::Tl2cgen),
             _ => None,
+        }
+    }
+
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Predictor::Native => "native",
+            Predictor::Tl2cgen => "tl2cgen",
         }
     }
 }
@@ -155,7 +171,8 @@ pub struct ServingModel {
     pub info: proto::ModelInfo,
     /// The encoded `ModelRef` of every answer.
     pub model_ref: Vec<u8>,
-    /// `,"model_name":..,"variant":..,"model_version":..` of every prediction-log line.
+    /// `,"model_name":..,"variant":..,"model_version":..,"predictor":..` of every
+    /// prediction-log line ([`model_fields`]).
     pub log_fields: Vec<u8>,
 }
 
@@ -189,13 +206,7 @@ impl ServingModel {
             version: version.clone(),
             variant: variant.code(),
         });
-        let mut log_fields = Vec::new();
-        log_fields.extend_from_slice(b",\"model_name\":");
-        push_json_str(&mut log_fields, &name);
-        log_fields.extend_from_slice(b",\"variant\":");
-        push_json_str(&mut log_fields, variant.name());
-        log_fields.extend_from_slice(b",\"model_version\":");
-        push_json_str(&mut log_fields, &version);
+        let log_fields = model_fields(&name, variant.name(), &version, predictor.name());
         Ok(Self {
             model_ref: model_ref(&name, &version, variant.code()),
             log_fields,
@@ -215,6 +226,32 @@ impl ServingModel {
     #[must_use]
     pub fn feature_names(&self) -> &[String] {
         &self.plan.output_names
+    }
+
+    /// Exact `TreeSHAP` of each row of `x` (row-major, NaN = missing) and its reason codes: what
+    /// an answer with `explain` carries, and what a replay compares.
+    pub fn explain(&self, x: &[f32], n_rows: usize) -> Result<Vec<Explanation>, KernelError> {
+        let k = self.plan.n_outputs();
+        let phi = self.ensemble.shap(x, n_rows, k)?;
+        let base_value = self.ensemble.expected_margin();
+        Ok(phi
+            .chunks_exact(k.max(1))
+            .map(|row| {
+                let contributions = row.to_vec();
+                let reasons = self.reasons.reasons(&contributions);
+                Explanation {
+                    base_value,
+                    contributions,
+                    reasons,
+                }
+            })
+            .collect())
+    }
+
+    /// The reason codes of an explanation, most adverse first.
+    pub fn reason_codes<'a>(&'a self, e: &'a Explanation) -> impl Iterator<Item = &'a str> + 'a {
+        let groups = self.reasons.groups();
+        e.reasons.iter().map(|r| groups[r.group].code.as_str())
     }
 
     /// PD of each row of `x` (row-major, NaN = missing) by this model's predictor.

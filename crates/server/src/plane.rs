@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use altscore_kernels::fmt::{echo, push_py_float};
 use altscore_kernels::plan::InputSlot;
-use altscore_kernels::reasons::Reason;
+use altscore_kernels::policy::Decision;
 use altscore_kernels::routing::{Mode, Routing};
 use altscore_kernels::row::RawRow;
 use altscore_kernels::{Violation, ViolationKind};
@@ -34,9 +34,11 @@ use tokio::sync::Semaphore;
 
 use crate::config::Config;
 use crate::errors::Failure;
-use crate::log::{push_outcome, push_prediction, unix_now, PredictionSink, SegmentLog};
+use crate::log::{
+    push_outcome, push_prediction, unix_now, PredictionLine, PredictionSink, RecordLog,
+};
 use crate::metrics::Metrics;
-use crate::model::{EntityLookup, ServingModel};
+use crate::model::{EntityLookup, Explanation, ServingModel};
 use crate::proto;
 pub use crate::recent_ids::RecentIds;
 use crate::store::{FeatureStore, StoredRow, StoredValue};
@@ -71,23 +73,20 @@ impl Variants {
     }
 }
 
-/// An explanation of one answer.
-pub struct Explained {
-    pub base_value: f64,
-    pub contributions: Vec<f64>,
-    pub reasons: Vec<Reason>,
-}
-
 /// One applicant's answer.
 pub struct Scored {
     pub model: Arc<ServingModel>,
     pub pd: f64,
     pub score: i32,
-    pub decision: i32,
+    pub decision: Decision,
+    /// The group's feature matrix (row-major, the model's `n_outputs` columns) and this
+    /// answer's row in it: the input vector as served, for the log.
+    pub features: Arc<Vec<f32>>,
+    pub row: usize,
     /// Entity inputs that took the missing policy (indexes into the model's entity inputs).
     pub defaulted: Vec<usize>,
     pub degraded: bool,
-    pub explanation: Option<Explained>,
+    pub explanation: Option<Explanation>,
 }
 
 /// How an answer is written.
@@ -132,7 +131,7 @@ impl Scored {
             request_id,
             pd: self.pd,
             score: self.score,
-            decision: self.decision,
+            decision: self.decision.code(),
             model: &model.model_ref,
             defaulted: &names,
             degraded: self.degraded,
@@ -148,6 +147,36 @@ impl Scored {
             Shape::BatchItem => put_batch_item(out, &answer),
             Shape::Stream => put_stream_answer(out, request_id, &answer),
         }
+    }
+}
+
+impl Scored {
+    /// This answer's prediction-log line (see [`push_prediction`]); `ts`: the call's time,
+    /// already formatted.
+    fn push_log_line(&self, out: &mut Vec<u8>, ts: &[u8], view: &RequestView<'_>, served: bool) {
+        let model = &self.model;
+        let k = model.plan.n_outputs();
+        let line = PredictionLine {
+            request_id: view.request_id,
+            applicant_id: view.applicant.applicant_id,
+            model: &model.log_fields,
+            pd: self.pd,
+            served,
+            score: self.score,
+            decision: self.decision.name(),
+            degraded: self.degraded,
+            features: self
+                .features
+                .get(self.row * k..(self.row + 1) * k)
+                .unwrap_or_default(),
+        };
+        let reasons = self.explanation.iter().flat_map(|e| model.reason_codes(e));
+        let imputed = model.entity.iter().flat_map(|e| {
+            self.defaulted
+                .iter()
+                .filter_map(|j| e.inputs.get(*j).map(|i| i.name.as_str()))
+        });
+        push_prediction(out, ts, &line, reasons, imputed);
     }
 }
 
@@ -233,7 +262,7 @@ pub struct Plane {
     variants: ArcSwapOption<Variants>,
     pub store: FeatureStore,
     pub predictions: Option<Arc<dyn PredictionSink>>,
-    pub outcomes: SegmentLog,
+    pub outcomes: RecordLog,
     pub metrics: Arc<Metrics>,
     shadow_permits: Arc<Semaphore>,
     /// `credit_scoring_applicants_scored_total` of each served model (keyed by its address),
@@ -251,7 +280,7 @@ impl Plane {
         config: Config,
         store: FeatureStore,
         predictions: Option<Arc<dyn PredictionSink>>,
-        outcomes: SegmentLog,
+        outcomes: RecordLog,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
@@ -534,31 +563,19 @@ impl Plane {
         let explain: Vec<usize> = (0..good.len())
             .filter(|g| views[idx[good[*g]]].explain)
             .collect();
-        let mut explained: HashMap<usize, Explained> = HashMap::new();
+        let mut explained: HashMap<usize, Explanation> = HashMap::new();
         if !explain.is_empty() {
             let rows: Vec<f32> = explain
                 .iter()
                 .flat_map(|g| x[g * k..(g + 1) * k].iter().copied())
                 .collect();
-            let phi = model
-                .ensemble
-                .shap(&rows, explain.len(), k)
+            let explanations = model
+                .explain(&rows, explain.len())
                 .map_err(|e| model_failure(model, "explanation", &e, request_id, explain.len()))?;
-            let base = model.ensemble.expected_margin();
-            for (r, g) in explain.iter().enumerate() {
-                let contributions = phi[r * k..(r + 1) * k].to_vec();
-                let reasons = model.reasons.reasons(&contributions);
-                explained.insert(
-                    *g,
-                    Explained {
-                        base_value: base,
-                        contributions,
-                        reasons,
-                    },
-                );
-            }
+            explained.extend(explain.iter().copied().zip(explanations));
         }
         let policy = &self.config.policy;
+        let features = Arc::new(x);
         let out: Vec<Scored> = pds
             .into_iter()
             .enumerate()
@@ -566,7 +583,9 @@ impl Plane {
                 model: model.clone(),
                 pd,
                 score: policy.score(pd),
-                decision: policy.decision(pd).code(),
+                decision: policy.decision(pd),
+                features: features.clone(),
+                row: g,
                 defaulted: std::mem::take(&mut p.defaulted[good[g]]),
                 degraded: p.degraded,
                 explanation: explained.remove(&g),
@@ -613,15 +632,7 @@ impl Plane {
             let mut count = 0;
             for (view, result) in views.iter().zip(results) {
                 if let Ok(s) = result {
-                    push_prediction(
-                        lines,
-                        ts,
-                        view.request_id,
-                        view.applicant.applicant_id,
-                        &s.model.log_fields,
-                        s.pd,
-                        served,
-                    );
+                    s.push_log_line(lines, ts, view, served);
                     count += 1;
                 }
             }
@@ -892,10 +903,19 @@ impl Plane {
             Ok(Ok(())) => Ok(proto::ReportOutcomeResponse {
                 recorded: i32::try_from(n).unwrap_or(i32::MAX),
             }),
+            Ok(Err(e @ crate::log::LogError::Write { .. })) => {
+                log::error!("outcomes not recorded yet: {e}");
+                Err(Failure::Unavailable(
+                    "the evaluation log could not be written now; these outcomes stay queued \
+                     and are retried, and reporting them again is safe (the latest report of a \
+                     request counts)"
+                        .into(),
+                ))
+            }
             Ok(Err(e)) => {
                 log::error!("outcomes not recorded: {e}");
                 Err(Failure::Unavailable(
-                    "the evaluation log could not be written; nothing was recorded".into(),
+                    "the evaluation log is full or closed; nothing was recorded".into(),
                 ))
             }
             Err(e) => {

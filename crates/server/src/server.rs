@@ -28,7 +28,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::config::Config;
 use crate::errors::{size_limit_response, INTERNAL_MESSAGE};
-use crate::log::{LogConfig, PredictionSink, SegmentLog};
+use crate::log::{LogConfig, PredictionSink, RecordLog, Target};
 use crate::metrics::{self, GrpcMetricsLayer, Metrics};
 use crate::plane::{Plane, Variants};
 use crate::proto;
@@ -158,10 +158,18 @@ impl DataPlane {
             store().map_err(StartError::Other)?
         };
         let dropped = metrics.log_dropped.clone();
+        let target = |kind: &str| match &config.log_stream {
+            Some(stream) => Target::Stream {
+                url: stream.url.clone(),
+                key: format!("{}:{kind}", stream.prefix),
+                max_len: stream.max_len,
+            },
+            None => Target::Segments(config.evaluation_dir.clone()),
+        };
         let predictions: Option<Arc<dyn PredictionSink>> = if config.log_predictions {
             Some(Arc::new(
-                SegmentLog::open(
-                    &config.evaluation_dir,
+                RecordLog::open_target(
+                    target("predictions"),
                     "predictions",
                     LogConfig::default(),
                     Some(Box::new(move |n| dropped.inc_by(n))),
@@ -171,13 +179,9 @@ impl DataPlane {
         } else {
             None
         };
-        let outcomes = SegmentLog::open(
-            &config.evaluation_dir,
-            "outcomes",
-            LogConfig::default(),
-            None,
-        )
-        .map_err(|e| StartError::Other(e.to_string()))?;
+        let outcomes =
+            RecordLog::open_target(target("outcomes"), "outcomes", LogConfig::default(), None)
+                .map_err(|e| StartError::Other(e.to_string()))?;
         let grpc_socket =
             reserve(&config.host, config.grpc_port).map_err(|error| StartError::Bind {
                 what: "gRPC",

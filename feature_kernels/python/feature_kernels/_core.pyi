@@ -125,11 +125,12 @@ def routing_bucket(key: str) -> float:
 
 @final
 class LogWriter:
-    """Buffered appender of one record kind to its own evaluation-log segment files."""
+    """Buffered appender of one record kind to its own evaluation-log segment files in
+    ``directory``, or to the Redis Stream ``stream`` = ``(url, key, max_len)`` (one of them)."""
 
     def __new__(
         cls,
-        directory: str | PathLike[str],
+        directory: str | PathLike[str] | None,
         kind: str,
         *,
         flush_records: int,
@@ -137,6 +138,7 @@ class LogWriter:
         max_segment_bytes: int,
         max_pending: int,
         fsync: bool,
+        stream: tuple[str, str, int] | None = None,
     ) -> LogWriter: ...
     def write(self, lines: bytes, count: int, whole: bool) -> int:
         """Buffer ``count`` whole lines; returns how many were taken (the rest were dropped
@@ -160,6 +162,13 @@ def prediction_line(
     model_version: str,
     pd: float,
     served: bool,
+    score: int,
+    decision: str,
+    reasons: list[str],
+    degraded: bool,
+    imputed: list[str],
+    features: list[float],
+    predictor: str = "native",
 ) -> bytes:
     """One prediction's evaluation-log line, as the data plane writes it."""
 
@@ -197,6 +206,8 @@ class ServingModel:
         self, x: npt.NDArray[np.float32], predictor: str | None = None
     ) -> npt.NDArray[np.float64]:
         """PD of each row by ``predictor`` ("native" or "tl2cgen"; default: the model's)."""
+    def reason_codes(self, x: npt.NDArray[np.float32]) -> list[list[str]]:
+        """Reason codes of each row, most adverse first (what an explained answer carries)."""
 
 @final
 class FeatureStoreClient:
@@ -251,6 +262,7 @@ class DataPlane:
         keepalive: float = 30.0,
         max_concurrent_streams: int = 1024,
         max_shadow_in_flight: int = 1024,
+        log_stream: tuple[str, str, int] | None = None,
     ) -> DataPlane: ...
     @property
     def grpc_port(self) -> int: ...
