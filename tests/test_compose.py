@@ -37,10 +37,16 @@ def test_services_and_build_files_exist() -> None:
 
 def test_commands_name_real_modules() -> None:
     services = _compose()["services"]
+    copied = {
+        line.split()[1]
+        for line in (ROOT / "deploy" / "Dockerfile").read_text().splitlines()
+        if line.startswith("COPY ")
+    }
     for name in ("trainer", "scoring-server", "archiver"):
         cmd = services[name]["command"]
         assert cmd[:2] == ["python", "-m"]
         assert importlib.util.find_spec(cmd[2]) is not None
+        assert cmd[2].split(".")[0] in copied, f"the image lacks the package {name} runs"
 
 
 def test_ports_match_settings_and_prometheus_target() -> None:
