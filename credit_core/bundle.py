@@ -6,6 +6,8 @@ Layout::
     spec.yaml        the feature spec the model was trained on (verbatim copy)
     reference.npz    features (float32 [n, k]) and XGBoost's margins (float64 [n]) for parity gates
                      and, later, drift
+    calibration.npz  PD -> observed default rate on the holdout (isotonic knots), for the drift
+                     worker's label-free performance estimate (bundles from before it: absent)
     metadata.json    spec name/version, schema hash, feature names, metrics, training details
     entities.parquet (specs with entity inputs) every entity's features as of training: fills the
                      embedded online store of a laptop run
@@ -24,12 +26,14 @@ import numpy as np
 import numpy.typing as npt
 
 from credit_core.errors import ModelRejectedError
+from credit_core.performance import Calibration
 
 __all__ = ["ModelBundle", "ReferenceSample"]
 
 BOOSTER = "booster.json"
 SPEC = "spec.yaml"
 REFERENCE = "reference.npz"
+CALIBRATION = "calibration.npz"
 METADATA = "metadata.json"
 ENTITIES = "entities.parquet"
 ENTITY_ID = "entity_id"
@@ -88,6 +92,19 @@ class ModelBundle:
                 margin=z["margin"].astype(np.float64, copy=False),
             )
 
+    def calibration(self) -> Calibration | None:
+        """The holdout's PD calibration (None in a bundle written before it was stored)."""
+        path = self.path / CALIBRATION
+        if not path.is_file():
+            return None
+        with np.load(path) as z:
+            try:
+                return Calibration(
+                    z["knots_pd"].astype(np.float64), z["knots_rate"].astype(np.float64)
+                )
+            except (KeyError, ValueError) as e:
+                raise ModelRejectedError(f"model bundle {self.path}: bad calibration: {e}") from e
+
     @classmethod
     def write(
         cls,
@@ -97,11 +114,18 @@ class ModelBundle:
         spec_file: Path,
         reference: ReferenceSample,
         metadata: dict[str, Any],
+        calibration: Calibration | None = None,
     ) -> ModelBundle:
         path.mkdir(parents=True, exist_ok=True)
         (path / BOOSTER).write_bytes(booster_json)
         shutil.copyfile(spec_file, path / SPEC)
         np.savez_compressed(path / REFERENCE, features=reference.features, margin=reference.margin)
+        if calibration is not None:
+            np.savez_compressed(
+                path / CALIBRATION,
+                knots_pd=calibration.knots_pd,
+                knots_rate=calibration.knots_rate,
+            )
         (path / METADATA).write_text(json.dumps(metadata, indent=2, sort_keys=True))
         return cls.read(path)
 

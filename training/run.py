@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from credit_core import ModelBundle, ReferenceSample, ScoringPolicy
 from credit_core.bundle import ENTITIES
+from credit_core.performance import Calibration, estimated_auc
 from credit_core.registry import ModelVersionRef
 from feature_kernels import FeaturePipeline, load_spec
 from training.dataset import labels, load_frame, stratified_split
@@ -122,6 +123,10 @@ def train_and_register(
     pd_test = 1.0 / (1.0 + np.exp(-margin_test))
     evaluation = evaluate(y_test, pd_test)
     metrics = evaluation.metrics()
+    # the label-free estimate from the raw PDs: its gap to the AUC measures the miscalibration
+    # the stored calibration corrects for the drift worker
+    metrics["estimated_auc_uncalibrated"] = estimated_auc(pd_test)
+    calibration = Calibration.fit(pd_test, y_test)
     console.log(
         f"holdout AUC {evaluation.auc:.4f}  Gini {evaluation.gini:.4f}  KS {evaluation.ks:.4f}  "
         f"Brier {evaluation.brier:.5f}  (n={evaluation.n:,}, seed={settings.seed})"
@@ -165,6 +170,7 @@ def train_and_register(
                 spec_file=spec_path,
                 reference=reference,
                 metadata=metadata,
+                calibration=calibration,
             )
             if spec.entity is not None:
                 entity_snapshot(spec, data_path.parent, dt.datetime.now(dt.UTC)).write_parquet(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -13,7 +14,7 @@ import pytest
 import xgboost as xgb
 
 from credit_core.bundle import ModelBundle
-from drift.performance import Calibration, estimated_auc, realised_auc
+from credit_core.performance import Calibration, estimated_auc, realised_auc
 from feature_kernels import FeaturePipeline, load_spec
 from tests.conftest import GMSC_DATA, GMSC_SPEC, TrainedModel, champion_bundle
 from training.dataset import labels, load_frame, stratified_split
@@ -115,3 +116,22 @@ def test_calibration_maps_pd_to_the_observed_rate_monotonically() -> None:
     assert np.allclose(mapped[2:], grid[2:] / 2, atol=0.02)
     top = cal(cal.knots_pd[-1:])[0]
     assert cal(np.array([0.9]))[0] == top  # flat beyond the ends
+
+
+def test_the_registered_bundle_carries_the_holdout_calibration(
+    trained: TrainedModel, holdout: Holdout, tmp_path: Path
+) -> None:
+    """Training stores the holdout's calibration with the model: the drift worker's estimate
+    needs no labels, and a bundle from before it was stored reads as None."""
+    bundle = ModelBundle.read(champion_bundle(trained, tmp_path / "bundle"))
+    calibration = bundle.calibration()
+    assert calibration is not None
+    assert np.all(np.diff(calibration.knots_rate) >= 0)
+    # an isotonic fit keeps the mean of what it was fitted on: the holdout's default rate
+    assert float(calibration(holdout.pd).mean()) == pytest.approx(
+        holdout.defaulted.mean(), abs=1e-6
+    )
+    metrics = bundle.metadata["metrics"]
+    assert abs(metrics["estimated_auc_uncalibrated"] - metrics["auc"]) < 0.05
+    (bundle.path / "calibration.npz").unlink()
+    assert ModelBundle.read(bundle.path).calibration() is None

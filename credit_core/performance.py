@@ -15,7 +15,9 @@ low-risk windows. As NannyML does, :class:`Calibration` maps PDs to observed def
 an isotonic fit on labelled data the model did not train on (the holdout); the ranking stays
 the model's own PD, only the expectations use the calibrated ``p``. Once outcomes arrive, the
 realised AUC (:func:`realised_auc`) is computed beside the estimate, so a calibration that
-drifts shows up as a gap between the two.
+drifts shows up as a gap between the two. Training fits the calibration on the holdout and
+stores it in the model bundle (:meth:`credit_core.bundle.ModelBundle.calibration`); the drift
+worker estimates with it.
 
 NannyML itself is not a dependency: its pins (pandas, numpy < 2) do not fit the lock, and the
 method is these few lines; ``tests/drift/test_performance.py`` checks them against the realised
@@ -46,6 +48,18 @@ class Calibration:
 
     knots_pd: npt.NDArray[np.float64]
     knots_rate: npt.NDArray[np.float64]
+
+    def __post_init__(self) -> None:
+        if (
+            self.knots_pd.ndim != 1
+            or self.knots_pd.shape != self.knots_rate.shape
+            or self.knots_pd.size == 0
+            or np.any(np.diff(self.knots_pd) < 0)
+            or np.any(np.diff(self.knots_rate) < 0)
+        ):
+            raise ValueError("calibration knots must be two equal, non-empty, sorted arrays")
+        _probabilities(self.knots_pd, "calibration knots")
+        _probabilities(self.knots_rate, "calibration rates")
 
     @classmethod
     def fit(cls, pd: npt.ArrayLike, defaulted: npt.ArrayLike) -> Calibration:
