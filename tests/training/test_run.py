@@ -46,6 +46,7 @@ def test_run_logged_with_report_and_champion(trained: TrainedModel) -> None:
         "model/booster.json",
         "model/spec.yaml",
         "model/reference.npz",
+        "model/calibration.npz",
         "model/metadata.json",
     }
 
