@@ -23,7 +23,8 @@ def _compose() -> dict[str, Any]:
 def test_services_and_build_files_exist() -> None:
     services = _compose()["services"]
     assert set(services) == {
-        "mlflow", "trainer", "scoring-server", "redis", "archiver", "prometheus", "grafana"
+        "mlflow", "trainer", "retrainer", "scoring-server", "redis", "archiver", "prometheus",
+        "grafana",
     }  # fmt: skip
     for name in ("mlflow", "trainer", "scoring-server", "archiver"):
         build = services[name]["build"]
@@ -130,3 +131,11 @@ def test_the_shared_prediction_log_is_wired() -> None:
     assert services["archiver"]["command"] == ["python", "-m", "drift", "archive"]
     assert "redis" in services["scoring-server"]["depends_on"]
     assert "--appendonly" in services["redis"]["command"]  # unarchived records survive a restart
+
+
+def test_retraining_is_scheduled_with_the_retrain_command() -> None:
+    retrainer = _compose()["services"]["retrainer"]
+    loop = retrainer["command"][-1]
+    assert "python -m training retrain" in loop
+    assert "ALTSCORE_RETRAIN_EVERY_SECONDS" in loop
+    assert retrainer["depends_on"]["trainer"] == {"condition": "service_completed_successfully"}

@@ -90,6 +90,33 @@ def _publish(ns: argparse.Namespace, settings: TrainingSettings, console: Consol
     return 0
 
 
+def _retrain(ns: argparse.Namespace, settings: TrainingSettings, console: Console) -> int:
+    """Exit 0: a challenger registered and shadowed; 1: trained, but its gates failed (no alias,
+    routing unchanged); 2: nothing to retrain or a failure."""
+    from credit_core import CreditError
+    from feature_kernels import FeatureError, SpecError
+    from training.retrain import retrain
+
+    try:
+        done = retrain(
+            settings, data_path=ns.data or _default_data(settings, console), console=console
+        )
+    except (CreditError, FeatureError, SpecError, OSError) as e:
+        console.print(f"[red]retrain failed:[/] {e}")
+        return 2
+    v = done.trained.version.version
+    if not done.challenger_set:
+        print(f"{settings.model_name} v{v}: registered, gates failed: no challenger (routing "
+              f"{done.routing.mode} unchanged)")  # fmt: skip
+        return 1
+    auc = done.trained.evaluation.auc
+    print(
+        f"{settings.model_name} v{v}: challenger to v{done.champion_version}, routing shadow "
+        f"(AUC {auc:.4f}); promote with `python -m training promote`"
+    )
+    return 0
+
+
 def _replay(
     ns: argparse.Namespace, settings: TrainingSettings, log: EvaluationLog, console: Console
 ) -> int:
@@ -348,6 +375,13 @@ def main(argv: list[str] | None = None) -> int:
                 help="when to set the alias (--alias): if none exists, always, never",
             )
             p.add_argument("--alias", choices=[CHAMPION, CHALLENGER], default=CHAMPION)
+    ret = sub.add_parser(
+        "retrain",
+        help="train a challenger on the latest data as the champion was trained; shadow it",
+    )
+    ret.add_argument("--data", type=Path, default=None, help="CSV/TSV/Parquet (default: GMSC)")
+    ret.add_argument("--model-name", default=None)
+    ret.add_argument("--state-dir", type=Path, default=None, help="default: ALTSCORE_STATE_DIR")
     pub = sub.add_parser("publish", help="publish entity features to the online store (Redis)")
     pub.add_argument("--spec", type=Path, required=True)
     pub.add_argument("--data", type=Path, required=True, help="application file; tables beside it")
@@ -384,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
         return _evaluation_command(ns, settings, console)
     if ns.command == "route":
         return _route(ns, settings, console)
+    if ns.command == "retrain":
+        return _retrain(ns, settings, console)
     try:
         if ns.command == "ensure-champion":
             registry = settings.registry()

@@ -140,3 +140,37 @@ def test_cli_publish_to_redis(redis_url: str) -> None:
     no_redis = _cli(args, {"REDIS_URL": "", "ALTSCORE_REDIS_URL": ""})
     assert no_redis.returncode == 2
     assert "REDIS_URL" in no_redis.stderr
+
+
+def test_retrain_registers_a_shadowed_challenger_only_when_its_gates_pass(tmp_path: Path) -> None:
+    """``retrain`` (issue 11, item 4): the champion's spec and hyper-parameters, a challenger
+    alias and shadow routing when the gates pass; nothing moves when they fail."""
+    env = {"ALTSCORE_STATE_DIR": str(tmp_path), "ALTSCORE_MODEL_NAME": "altscore-german"}
+    registry = MlflowRegistry(local_tracking_uri(tmp_path / "mlflow"))
+    data = ["--data", str(GERMAN_DATA)]
+    nothing = _cli(["retrain", *data], env)
+    assert nothing.returncode == 2
+    assert "no champion" in nothing.stderr
+    champion = train_and_register(
+        TrainingSettings(state_dir=tmp_path, model_name="altscore-german"),
+        spec_path=GERMAN_SPEC,
+        data_path=GERMAN_DATA,
+        params=TrainParams(max_rounds=150, early_stopping_rounds=30, eta=0.1),
+        console=Console(stderr=True, quiet=True),
+    ).version.version
+
+    gated = _cli(["retrain", *data], {**env, "ALTSCORE_MIN_AUC": "0.999"})
+    assert gated.returncode == 1, gated.stdout + gated.stderr
+    assert registry.get_alias("altscore-german", "challenger") is None
+    assert registry.routing("altscore-german").mode == "off"
+
+    done = _cli(["retrain", *data], env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    challenger = registry.get_alias("altscore-german", "challenger")
+    assert challenger is not None
+    assert challenger.version not in (champion, None)
+    assert registry.get_alias("altscore-german", "champion").version == champion  # type: ignore[union-attr]
+    assert registry.routing("altscore-german").mode == "shadow"
+    run = registry.client.get_run(challenger.run_id or "")
+    assert run.data.params["train.eta"] == "0.1"  # the champion's hyper-parameters
+    assert run.data.params["train.max_rounds"] == "150"
