@@ -259,3 +259,30 @@ def replay_cli(state_dir: Path, evaluation: Path, *args: str) -> subprocess.Comp
         timeout=300,
         check=False,
     )
+
+
+def http_probe(srv: ServerProcess, path: str) -> tuple[int, str]:
+    """Status and body of ``GET path`` on the server's metrics port (``/readyz``, ``/livez``)."""
+    import urllib.error
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{srv.metrics_port}{path}", timeout=5) as r:
+            return int(r.status), r.read().decode()
+    except urllib.error.HTTPError as e:
+        return int(e.code), e.read().decode()
+
+
+def settings_env_names() -> set[str]:
+    """Every ``ALTSCORE_*`` variable some process of the stack reads."""
+    from drift.settings import DriftSettings
+    from scoring_server.settings import ServerSettings
+    from training.settings import TrainingSettings
+
+    names = set()
+    for cls in (ServerSettings, TrainingSettings, DriftSettings):
+        for field, info in cls.model_fields.items():
+            alias = info.validation_alias
+            choices = getattr(alias, "choices", None) or ([alias] if alias else [])
+            names |= {str(c).upper() for c in choices if isinstance(c, str)}
+            names.add(f"ALTSCORE_{field.upper()}")
+    return names

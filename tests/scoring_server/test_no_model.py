@@ -18,6 +18,7 @@ from tests.conftest import (
     ServerProcess,
     TrainedModel,
     health_status,
+    http_probe,
     metric,
     register_tampered,
     start_server,
@@ -34,6 +35,9 @@ def empty_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPro
 
 def test_health_not_serving_without_model(empty_server: ServerProcess) -> None:
     assert health_status(empty_server.target) == health_pb2.HealthCheckResponse.NOT_SERVING
+    # the plain-HTTP probes beside /metrics say the same (Kubernetes' grpc probe cannot do TLS)
+    assert http_probe(empty_server, "/readyz") == (503, "NOT_SERVING\n")
+    assert http_probe(empty_server, "/livez") == (200, "ok\n")
 
 
 def test_unavailable_unary_batch_and_stream(empty_server: ServerProcess) -> None:

@@ -21,7 +21,7 @@ import pytest
 from benchmarks.procs import child_pids, rss_bytes
 from scoring_server.grpc._proto import scoring_pb2 as pb
 from scoring_server.grpc._proto import scoring_pb2_grpc as pb_grpc
-from tests.conftest import ROOT, ServerProcess, TrainedModel, metric, start_server
+from tests.conftest import ROOT, ServerProcess, TrainedModel, http_probe, metric, start_server
 from tests.scoring_server.test_grpc_e2e import request
 
 if TYPE_CHECKING:
@@ -64,6 +64,12 @@ def test_one_metrics_endpoint_has_every_series(server: ServerProcess) -> None:
     assert metric(server, "credit_scoring_model_loads_total", outcome="loaded") == 1
     assert metric(server, "credit_scoring_model_compile_seconds") > 0
     assert metric(server, "credit_scoring_prediction_log_dropped_total") == 0
+
+
+def test_http_probes_follow_grpc_health(server: ServerProcess) -> None:
+    assert http_probe(server, "/readyz") == (200, "SERVING\n")
+    assert http_probe(server, "/livez") == (200, "ok\n")
+    assert http_probe(server, "/nothing")[0] == 404
 
 
 def test_busy_port_fails_fast(server: ServerProcess, tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::TcpListener as StdListener;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -536,8 +537,17 @@ impl<B: Body<Data = Bytes>> Body for MeteredBody<B> {
     }
 }
 
-/// Serve `GET /metrics` on `listener` until `stop` turns true.
-pub async fn serve(listener: StdListener, metrics: Arc<Metrics>, mut stop: watch::Receiver<bool>) {
+/// Serve `GET /metrics` on `listener` until `stop` turns true, beside two plain-HTTP probes for
+/// orchestrators that cannot speak gRPC health over TLS (Kubernetes' `grpc` probe is
+/// plaintext only): `/readyz` answers 200 exactly when gRPC health says `SERVING` (`ready`:
+/// a champion passed its gates and the port is not draining), else 503; `/livez` answers 200
+/// while the runtime answers at all.
+pub async fn serve(
+    listener: StdListener,
+    metrics: Arc<Metrics>,
+    mut stop: watch::Receiver<bool>,
+    ready: Arc<AtomicBool>,
+) {
     let Ok(listener) = TcpListener::from_std(listener) else {
         log::error!("metrics listener unusable");
         return;
@@ -549,18 +559,26 @@ pub async fn serve(listener: StdListener, metrics: Arc<Metrics>, mut stop: watch
         };
         let Ok((stream, _)) = accepted else { continue };
         let metrics = metrics.clone();
+        let ready = ready.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let metrics = metrics.clone();
+                let ready = ready.load(Ordering::Acquire);
                 async move {
-                    let response = if req.uri().path() == "/metrics" {
+                    let text = |status: u16, body: &'static [u8]| {
                         http::Response::builder()
+                            .status(status)
+                            .header("content-type", "text/plain; charset=utf-8")
+                            .body(Full::new(Bytes::from_static(body)))
+                    };
+                    let response = match req.uri().path() {
+                        "/metrics" => http::Response::builder()
                             .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
-                            .body(Full::new(Bytes::from(metrics.render())))
-                    } else {
-                        http::Response::builder()
-                            .status(404)
-                            .body(Full::new(Bytes::from_static(b"not found: try /metrics\n")))
+                            .body(Full::new(Bytes::from(metrics.render()))),
+                        "/readyz" if ready => text(200, b"SERVING\n"),
+                        "/readyz" => text(503, b"NOT_SERVING\n"),
+                        "/livez" => text(200, b"ok\n"),
+                        _ => text(404, b"not found: try /metrics, /readyz or /livez\n"),
                     };
                     Ok::<_, Infallible>(response.unwrap_or_default())
                 }

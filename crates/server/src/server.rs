@@ -136,6 +136,8 @@ pub struct DataPlane {
     stop: watch::Sender<bool>,
     server: Mutex<Option<JoinHandle<Result<(), String>>>>,
     failed: Arc<AtomicBool>,
+    /// What `/readyz` answers: health is `SERVING`.
+    ready: Arc<AtomicBool>,
 }
 
 impl DataPlane {
@@ -207,7 +209,13 @@ impl DataPlane {
             })?;
         let metrics_port = metrics_listener.local_addr().map_or(0, |a| a.port());
         let (stop, stopped) = watch::channel(false);
-        runtime.spawn(metrics::serve(metrics_listener, metrics.clone(), stopped));
+        let ready = Arc::new(AtomicBool::new(false));
+        runtime.spawn(metrics::serve(
+            metrics_listener,
+            metrics.clone(),
+            stopped,
+            ready.clone(),
+        ));
         let (health, health_service) = runtime.block_on(async {
             let reporter = HealthReporter::new();
             let service = HealthServer::new(
@@ -233,6 +241,7 @@ impl DataPlane {
             stop,
             server: Mutex::new(None),
             failed: Arc::new(AtomicBool::new(false)),
+            ready,
         })
     }
 
@@ -369,11 +378,13 @@ impl DataPlane {
                 .set_service_status(SCORING_SERVICE, status)
                 .await;
         });
+        self.ready.store(serving, Ordering::Release);
     }
 
     /// Health NOT_SERVING, stop accepting, give calls in flight `grace`, then write what the
     /// logs hold. Idempotent.
     pub fn shutdown(&self, grace: Duration) {
+        self.ready.store(false, Ordering::Release);
         self.runtime.block_on(async {
             self.health
                 .set_service_status("", ServingStatus::NotServing)
