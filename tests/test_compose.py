@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from scoring_server.settings import ServerSettings
-from tests.conftest import ROOT
+from tests.conftest import ROOT, settings_env_names
 
 
 def _compose() -> dict[str, Any]:
@@ -95,24 +95,9 @@ def test_grafana_is_provisioned_with_the_prometheus_of_the_stack() -> None:
                 assert target["datasource"]["uid"] == source["uid"], (path.name, panel["title"])
 
 
-def _settings_env_names() -> set[str]:
-    """Every ``ALTSCORE_*`` variable some process of the stack reads."""
-    from drift.settings import DriftSettings
-    from training.settings import TrainingSettings
-
-    names = set()
-    for cls in (ServerSettings, TrainingSettings, DriftSettings):
-        for field, info in cls.model_fields.items():
-            alias = info.validation_alias
-            choices = getattr(alias, "choices", None) or ([alias] if alias else [])
-            names |= {str(c).upper() for c in choices if isinstance(c, str)}
-            names.add(f"ALTSCORE_{field.upper()}")
-    return names
-
-
 def test_every_variable_the_stack_sets_is_read_by_a_settings_class() -> None:
     """A misspelt or removed variable would be ignored silently by pydantic-settings."""
-    known = _settings_env_names()
+    known = settings_env_names()
     for name, service in _compose()["services"].items():
         for var in service.get("environment", {}):
             if var.startswith("ALTSCORE_"):
@@ -139,3 +124,22 @@ def test_retraining_is_scheduled_with_the_retrain_command() -> None:
     assert "python -m training retrain" in loop
     assert "ALTSCORE_RETRAIN_EVERY_SECONDS" in loop
     assert retrainer["depends_on"]["trainer"] == {"condition": "service_completed_successfully"}
+
+
+def test_the_image_runs_as_a_fixed_non_root_user_and_builds_from_sources_only() -> None:
+    lines = (ROOT / "deploy" / "Dockerfile").read_text().splitlines()
+    users = [line.split()[1] for line in lines if line.startswith("USER ")]
+    assert users, "the image runs as root"
+    assert users[-1] not in ("0", "root"), users  # the last USER is what runs
+    assert any(line.startswith("HEALTHCHECK ") for line in lines)
+    ignored = set((ROOT / ".dockerignore").read_text().split())
+    assert {".venv", "target", "var", ".git"} <= ignored
+    # every volume compose mounts for a process of the image exists in it, owned by that user
+    created = " ".join(line for line in lines if "chown" in line or "mkdir" in line)
+    for service in _compose()["services"].values():
+        if service.get("image") != "altscore:latest":
+            continue
+        for volume in service.get("volumes", []):
+            source, target = volume.split(":")[:2]
+            if not source.startswith((".", "$", "/")):  # a named volume
+                assert target in created, f"{target} is not created for the non-root user"
