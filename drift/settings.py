@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from credit_core.archive import LogStream, ParquetArchive
+
+if TYPE_CHECKING:
+    from credit_core.evaluation import EvaluationLog
 from credit_core.domain import LOG_STREAM_MAX_LEN, LOG_STREAM_PREFIX
 
 __all__ = ["DriftSettings"]
@@ -45,10 +48,25 @@ class DriftSettings(BaseSettings):
     """Entries another archiver left unacknowledged this long are claimed (``XAUTOCLAIM``)."""
     archive_consumer: str | None = None
     """Consumer name in the ``archiver`` group; default ``<host>-<pid>``."""
+    model_name: str = "altscore-gmsc"
+    """The registered model whose champion the drift worker watches."""
+    mlflow_tracking_uri: str | None = None
+    """MLflow; default: the local sqlite store in ``<state_dir>/mlflow``."""
+    drift_metrics_port: int = Field(9465, ge=0, le=65535)
+    """The drift worker's own ``/metrics`` (``python -m drift run``)."""
+    drift_metrics_host: str = "127.0.0.1"
+    drift_interval_seconds: float = Field(60.0, gt=0)
+    """How often ``python -m drift run`` looks for closed windows."""
+    drift_settle_seconds: float = Field(30.0, ge=0)
+    """Predictions younger than this are not windowed yet (a replica's buffered records and the
+    archiver's lag arrive within it), so a window's rows never change once it is closed."""
+    retrain_command: str | None = None
+    """Run (no shell; split like a shell would) once per model version when a window drifts
+    or the estimated AUC drops: e.g. ``python -m training retrain``."""
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Level of the log lines."""
 
-    @field_validator("log_redis_url", "archive_url", "archive_consumer")
+    @field_validator("log_redis_url", "archive_url", "archive_consumer", "retrain_command")
     @classmethod
     def _empty_is_unset(cls, value: str | None) -> str | None:
         return value or None
@@ -57,6 +75,17 @@ class DriftSettings(BaseSettings):
         from credit_core.evaluation import default_directory
 
         return self.evaluation_dir or default_directory(self.state_dir)
+
+    def tracking_uri(self) -> str:
+        from credit_core.registry import local_tracking_uri
+
+        return self.mlflow_tracking_uri or local_tracking_uri(self.state_dir / "mlflow")
+
+    def evaluation_log(self) -> EvaluationLog:
+        """The log as ``compare`` reads it: the archive (a local pass first without Redis)."""
+        from credit_core.evaluation import EvaluationLog
+
+        return EvaluationLog(self.evaluation_path(), self.archive(), stream=self.log_stream())
 
     def archive(self) -> ParquetArchive:
         return ParquetArchive(

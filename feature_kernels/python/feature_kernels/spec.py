@@ -226,6 +226,54 @@ class EntityDef(_Strict):
     features: list[EntityFeatureDef]
 
 
+DRIFT_TESTS = (
+    "psi", "ks", "wasserstein", "jensenshannon", "kl_div", "hellinger", "anderson",
+    "cramer_von_mises", "mannw", "ed", "t_test",
+)  # fmt: skip
+"""Per-feature drift tests the drift worker runs (Evidently's method names). ``ks``, ``anderson``,
+``cramer_von_mises``, ``mannw``, ``t_test``: drift when the p-value is below the threshold; the
+others are distances: drift when the distance reaches it."""
+
+
+class DriftTestDef(_Strict):
+    """One column's drift test; unset parts take the monitoring section's defaults."""
+
+    stattest: Literal[DRIFT_TESTS] | None = None  # type: ignore[valid-type]
+    threshold: Annotated[float, Field(gt=0)] | None = None
+
+
+class MonitoringDef(_Strict):
+    """What the drift worker (``python -m drift run``) checks for models of this spec. Every
+    part has a default, so a spec without the section is monitored with them."""
+
+    window_rows: Annotated[int, Field(ge=100)] = 5000
+    """A window closes once it holds this many served predictions of the champion ..."""
+    window_seconds: Annotated[float, Field(gt=0)] | None = None
+    """... or (when set) once this long passed since its first one and it holds ``min_rows``."""
+    min_rows: Annotated[int, Field(ge=50)] = 500
+    stattest: Literal[DRIFT_TESTS] = "psi"  # type: ignore[valid-type]
+    """Default test of every output feature against the model's reference sample."""
+    threshold: Annotated[float, Field(gt=0)] = 0.2
+    features: dict[str, DriftTestDef] = Field(default_factory=dict)
+    """Per-feature overrides, keyed by output feature name."""
+    prediction: DriftTestDef = Field(default_factory=DriftTestDef)
+    """The test of the PD distribution against the reference sample's."""
+    auc_drop: Annotated[float, Field(gt=0, lt=1)] = 0.05
+    """The retrain signal also fires when the label-free AUC estimate falls this far below the
+    holdout AUC."""
+
+    @model_validator(mode="after")
+    def _window(self) -> MonitoringDef:
+        if self.min_rows > self.window_rows:
+            raise ValueError("min_rows must not exceed window_rows")
+        return self
+
+    def test_of(self, column: str | None) -> tuple[str, float]:
+        """``(stattest, threshold)`` of an output feature (None: the prediction)."""
+        d = self.prediction if column is None else self.features.get(column, DriftTestDef())
+        return d.stattest or self.stattest, d.threshold or self.threshold
+
+
 class TargetDef(_Strict):
     """The label column of the training data and which of its values mean default."""
 
@@ -245,6 +293,8 @@ class FeatureSpec(_Strict):
     inputs: dict[str, InputDef]
     features: list[FeatureDef]
     entity: EntityDef | None = None
+    monitoring: MonitoringDef = Field(default_factory=MonitoringDef)
+    """Drift checks of the served model (not part of the plan or its schema hash)."""
 
     @model_validator(mode="after")
     def _check(self) -> FeatureSpec:
@@ -252,6 +302,10 @@ class FeatureSpec(_Strict):
             raise ValueError("at least one input is needed")
         if not any(f.output for f in self.features):
             raise ValueError("at least one output feature is needed")
+        outputs = {f.name for f in self.features if f.output}
+        unknown = sorted(set(self.monitoring.features) - outputs)
+        if unknown:
+            raise ValueError(f"monitoring.features names no output feature: {unknown}")
         return self
 
     def plan(self) -> dict[str, Any]:
