@@ -23,8 +23,8 @@ def _compose() -> dict[str, Any]:
 def test_services_and_build_files_exist() -> None:
     services = _compose()["services"]
     assert set(services) == {
-        "mlflow", "trainer", "retrainer", "scoring-server", "redis", "archiver", "prometheus",
-        "grafana",
+        "mlflow", "trainer", "retrainer", "scoring-server", "redis", "archiver", "drift-worker",
+        "prometheus", "grafana",
     }  # fmt: skip
     for name in ("mlflow", "trainer", "scoring-server", "archiver"):
         build = services[name]["build"]
@@ -43,7 +43,7 @@ def test_commands_name_real_modules() -> None:
         for line in (ROOT / "deploy" / "Dockerfile").read_text().splitlines()
         if line.startswith("COPY ")
     }
-    for name in ("trainer", "scoring-server", "archiver"):
+    for name in ("trainer", "scoring-server", "archiver", "drift-worker"):
         cmd = services[name]["command"]
         assert cmd[:2] == ["python", "-m"]
         assert importlib.util.find_spec(cmd[2]) is not None
@@ -107,7 +107,7 @@ def test_every_variable_the_stack_sets_is_read_by_a_settings_class() -> None:
 def test_the_shared_prediction_log_is_wired() -> None:
     """Every writer and reader of the prediction log meets at one Redis and one archive."""
     services = _compose()["services"]
-    for name in ("scoring-server", "archiver", "trainer"):
+    for name in ("scoring-server", "archiver", "trainer", "drift-worker"):
         env = services[name]["environment"]
         assert env["ALTSCORE_LOG_REDIS_URL"] == "redis://redis:6379/0", name
         assert env["ALTSCORE_ARCHIVE_URL"] == "/archive", name
@@ -143,3 +143,18 @@ def test_the_image_runs_as_a_fixed_non_root_user_and_builds_from_sources_only() 
             source, target = volume.split(":")[:2]
             if not source.startswith((".", "$", "/")):  # a named volume
                 assert target in created, f"{target} is not created for the non-root user"
+
+
+def test_prometheus_scrapes_the_drift_worker_on_its_metrics_port() -> None:
+    from drift.settings import DriftSettings
+
+    services = _compose()["services"]
+    worker = services["drift-worker"]
+    assert worker["command"] == ["python", "-m", "drift", "run"]
+    assert worker["environment"]["ALTSCORE_DRIFT_METRICS_HOST"] == "0.0.0.0"
+    retrain = worker["environment"]["ALTSCORE_RETRAIN_COMMAND"].split()
+    assert retrain[:2] == ["python", "-m"]
+    assert importlib.util.find_spec(retrain[2]) is not None
+    prom = yaml.safe_load(Path(ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    jobs = {c["job_name"]: c["static_configs"][0]["targets"] for c in prom["scrape_configs"]}
+    assert jobs["altscore-drift"] == [f"drift-worker:{DriftSettings().drift_metrics_port}"]

@@ -46,7 +46,12 @@ def _pod(kind: str, name: str) -> dict[str, Any]:
     return pod
 
 
-WORKLOADS = [("Deployment", "scoring-server"), ("Deployment", "archiver"), ("CronJob", "retrain")]
+WORKLOADS = [
+    ("Deployment", "scoring-server"),
+    ("Deployment", "archiver"),
+    ("Deployment", "drift-worker"),
+    ("CronJob", "retrain"),
+]
 
 
 def test_the_kustomization_lists_every_manifest() -> None:
@@ -98,6 +103,11 @@ def test_settings_commands_and_user_match_the_code() -> None:
             assert not env["name"].startswith("ALTSCORE_") or env["name"] in known, env
     assert _pod("CronJob", "retrain")["containers"][0]["command"][2:] == ["training", "retrain"]
     assert _pod("Deployment", "archiver")["containers"][0]["command"][2:] == ["drift", "archive"]
+    (drift,) = _pod("Deployment", "drift-worker")["containers"]
+    assert drift["command"][2:] == ["drift", "run"]
+    assert drift["ports"] == [{"name": "metrics", "containerPort": 9465}]
+    env = {e["name"]: e["value"] for e in drift["env"]}
+    assert env["ALTSCORE_RETRAIN_COMMAND"].split()[2:] == ["training", "retrain"]
 
 
 def test_the_server_is_probed_reached_and_scaled_as_it_serves() -> None:

@@ -90,10 +90,28 @@ def _exported(srv: ServerProcess) -> set[str]:
     }
 
 
+def _drift_worker_exports() -> set[str]:
+    """Every series name the drift worker's registry declares (counters with ``_total``)."""
+    from drift.monitor import DriftWorker
+    from drift.settings import DriftSettings
+
+    registry = DriftWorker(DriftSettings()).registry
+    return {
+        f"{family.name}_total" if family.type == "counter" else family.name
+        for family in registry.collect()
+    }
+
+
 def test_every_metric_a_rule_or_dashboard_names_is_exported(server: ServerProcess) -> None:
     with grpc.insecure_channel(server.target) as channel:
         pb_grpc.ScoringStub(channel).Score(request(f"mon-{time.time_ns()}"), timeout=5)
-    exported = _exported(server) | {"up"}  # `up` is Prometheus's own, per target
+    drift = _drift_worker_exports()
+    assert {
+        "altscore_drift_detected",
+        "altscore_estimated_auc",
+        "altscore_drift_windows_total",
+    } <= (drift)
+    exported = _exported(server) | drift | {"up"}  # `up` is Prometheus's own, per target
     rules = {name for expr in _alerts().values() for name in _named_metrics(expr)}
     dashboards = {name for expr in _dashboard_exprs() for name in _named_metrics(expr)}
     # the parser finds names with and without selectors, and no function or label names
