@@ -110,6 +110,12 @@ class WindowResult:
     """NaN until the window's outcomes hold both classes."""
     holdout_auc: float
     auc_drop: float
+    decisions: dict[str, float] = field(default_factory=dict)
+    """Share of the window's answers per decision."""
+    pd_quantiles: dict[str, float] = field(default_factory=dict)
+    score_quantiles: dict[str, float] = field(default_factory=dict)
+    reasons: dict[str, float] = field(default_factory=dict)
+    """Share of the window's explained answers that carry each reason code."""
 
     @property
     def drifted(self) -> list[str]:
@@ -118,6 +124,32 @@ class WindowResult:
     @property
     def signal(self) -> bool:
         return bool(self.drifted) or self.estimated_auc < self.holdout_auc - self.auc_drop
+
+
+QUANTILES: Final = (0.1, 0.5, 0.9)
+
+
+def _distributions(window: pl.DataFrame) -> dict[str, dict[str, float]]:
+    """What the window's answers were: decision shares, PD and score quantiles, and the share of
+    explained answers carrying each reason code."""
+    n = window.height
+    decisions = {str(d): c / n for d, c in window["decision"].value_counts().iter_rows() if n and d}
+    explained = window.filter(pl.col("reasons").list.len() > 0)
+    codes = explained["reasons"].explode().value_counts() if explained.height else None
+    reasons = (
+        {} if codes is None else {str(code): c / explained.height for code, c in codes.iter_rows()}
+    )
+
+    def quantiles(column: str) -> dict[str, float]:
+        found = {q: window[column].quantile(q, "linear") for q in QUANTILES}
+        return {f"{q:g}": math.nan if v is None else float(v) for q, v in found.items()}
+
+    return {
+        "decisions": decisions,
+        "pd_quantiles": quantiles("pd"),
+        "score_quantiles": quantiles("score"),
+        "reasons": reasons,
+    }
 
 
 @dataclass
@@ -180,6 +212,30 @@ class DriftWorker:
         self.c_windows = Counter("altscore_drift_windows", "Windows checked", labels, registry=r)
         self.c_signals = Counter(
             "altscore_retrain_signals", "Retrain signals raised", labels, registry=r
+        )
+        self.g_decision = Gauge(
+            "altscore_window_decision_share",
+            "Share of the last window's answers per decision",
+            [*labels, "decision"],
+            registry=r,
+        )
+        self.g_pd_q = Gauge(
+            "altscore_window_pd_quantile",
+            "PD quantiles of the last window",
+            [*labels, "quantile"],
+            registry=r,
+        )
+        self.g_score_q = Gauge(
+            "altscore_window_score_quantile",
+            "Score quantiles of the last window",
+            [*labels, "quantile"],
+            registry=r,
+        )
+        self.g_reason = Gauge(
+            "altscore_window_reason_code_share",
+            "Share of the last window's explained answers that carry the reason code",
+            [*labels, "code"],
+            registry=r,
         )
         self.g_last = Gauge(
             "altscore_drift_last_window_timestamp_seconds",
@@ -333,6 +389,7 @@ class DriftWorker:
             realised_auc=real,
             holdout_auc=float(served.bundle.metadata.get("metrics", {}).get("auc", math.nan)),
             auc_drop=m.auc_drop,
+            **_distributions(window),
         )
 
     def _publish(
@@ -358,6 +415,10 @@ class DriftWorker:
             "estimated_auc": result.estimated_auc,
             "realised_auc": None if math.isnan(result.realised_auc) else result.realised_auc,
             "holdout_auc": result.holdout_auc,
+            "decisions": result.decisions,
+            "pd_quantiles": result.pd_quantiles,
+            "score_quantiles": result.score_quantiles,
+            "reason_codes": result.reasons,
             "retrain_signal": result.signal,
         }
         if ref.run_id:
@@ -384,6 +445,15 @@ class DriftWorker:
         self.g_holdout.labels(**labels).set(result.holdout_auc)
         self.g_floor.labels(**labels).set(result.holdout_auc - result.auc_drop)
         self.g_last.labels(**labels).set(result.last_ts)
+        for decision, share in result.decisions.items():
+            self.g_decision.labels(**labels, decision=decision).set(share)
+        for q, v in result.pd_quantiles.items():
+            self.g_pd_q.labels(**labels, quantile=q).set(v)
+        for q, v in result.score_quantiles.items():
+            self.g_score_q.labels(**labels, quantile=q).set(v)
+        self.g_reason.clear()  # codes absent from the last window are not carried over
+        for code, share in result.reasons.items():
+            self.g_reason.labels(**labels, code=code).set(share)
         self.c_windows.labels(**labels).inc()
         log.info(
             "window %d of %s v%s (%d rows): drifted %s, estimated AUC %.4f (holdout %.4f)%s",

@@ -17,6 +17,7 @@ import polars as pl
 import pytest
 import xgboost as xgb
 
+from credit_core import ScoringPolicy
 from credit_core.bundle import ModelBundle
 from credit_core.evaluation import EvaluationLog, PredictionRecord
 from credit_core.registry import local_tracking_uri
@@ -71,6 +72,7 @@ def stream(
     pd = xgb.Booster(model_file=str(bundle.booster_path)).inplace_predict(x)
     directory = tmp_path_factory.mktemp("drift") / "evaluation"
     t0 = time.time() - 3600.0
+    policy = ScoringPolicy()
     with EvaluationLog(directory).predictions_writer(flush_records=WINDOW) as writer:
         writer.write(
             [
@@ -83,6 +85,9 @@ def stream(
                     trained.version,
                     float(pd[i]),
                     True,
+                    score=policy.score(float(pd[i])),
+                    decision=policy.decide(float(pd[i])).value,
+                    reasons=("R_UTIL", "R_LATE") if i % 10 == 0 else (),  # explained: 1 in 10
                     features=tuple(map(float, x[i])),
                 )
                 for i in range(len(x))
@@ -147,6 +152,20 @@ def test_shifted_feature_is_flagged_once_reported_and_survives_a_crash(
     r = worker.registry
     assert r.get_sample_value("altscore_drift_detected", {**labels, "column": flagged}) == 1.0
     assert r.get_sample_value("altscore_drift_windows_total", labels) == 3.0
+    shares = [
+        r.get_sample_value("altscore_window_decision_share", {**labels, "decision": d}) or 0.0
+        for d in ("approve", "review", "decline")
+    ]
+    assert sum(shares) == pytest.approx(1.0)
+    assert all(share > 0 for share in shares)
+    q = {
+        k: r.get_sample_value("altscore_window_pd_quantile", {**labels, "quantile": k})
+        for k in ("0.1", "0.5", "0.9")
+    }
+    assert q["0.1"] < q["0.5"] < q["0.9"]  # type: ignore[operator]
+    for code in ("R_UTIL", "R_LATE"):  # every explained answer carries both
+        sample = {**labels, "code": code}
+        assert r.get_sample_value("altscore_window_reason_code_share", sample) == 1.0
     est = r.get_sample_value("altscore_estimated_auc", labels)
     assert est is not None
     assert 0.7 < est < 1.0
