@@ -21,7 +21,7 @@ from credit_core import ScoringPolicy
 from credit_core.bundle import ModelBundle
 from credit_core.evaluation import EvaluationLog, PredictionRecord
 from credit_core.registry import local_tracking_uri
-from drift.monitor import DriftWorker, WindowResult
+from drift.monitor import DriftWorker, WindowResult, closed_windows
 from drift.settings import DriftSettings
 from feature_kernels import FeaturePipeline, load_spec
 from tests.conftest import (
@@ -208,3 +208,24 @@ def test_the_command_line_checks_the_closed_windows(
     assert [w["window"] for w in windows] == [0, 1, 2, 3]
     assert [bool(w["drifted"]) for w in windows] == [False, False, True, True]
     assert "no ALTSCORE_RETRAIN_COMMAND" in done.stderr  # signalled, nothing configured to run
+
+
+def test_windows_close_by_count_or_by_time_and_never_change_once_closed() -> None:
+    from feature_kernels.spec import MonitoringDef
+
+    ts = np.arange(0.0, 1000.0, 1.0)  # one prediction a second
+    by_count = MonitoringDef(window_rows=300, min_rows=100)
+    assert closed_windows(ts, by_count, horizon=2000.0) == [
+        range(300), range(300, 600), range(600, 900)
+    ]  # fmt: skip  # the last 100 rows wait for more
+    by_time = MonitoringDef(window_rows=300, window_seconds=120.0, min_rows=100)
+    assert closed_windows(ts, by_time, horizon=2000.0)[:2] == [range(120), range(120, 240)]
+    # not yet 120 s after the window's first row: it waits (below the count as well)
+    assert closed_windows(ts[:110], by_time, horizon=110.0) == []
+    # 120 s passed but fewer than min_rows arrived: it waits for the count
+    sparse = np.arange(0.0, 1000.0, 10.0)
+    assert closed_windows(sparse, by_time, horizon=2000.0) == []
+    # a window closed at some horizon is the same at any later one
+    early = closed_windows(ts[:500], by_time, horizon=500.0)
+    late = closed_windows(ts, by_time, horizon=5000.0)
+    assert late[: len(early)] == early

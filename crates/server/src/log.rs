@@ -507,6 +507,10 @@ impl Inner {
                 rest.extend_from_slice(&state.pending);
                 state.pending = rest;
                 state.pending_count += count - lines;
+                // The background thread may have looked while this flush held the records
+                // (and gone to sleep on an empty buffer): it retries them after a pause.
+                state.retry_at = Instant::now() + self.config.flush_seconds;
+                self.cond.notify_one();
                 Err(LogError::Write {
                     kind: self.kind.clone(),
                     target: self.target.describe(),
@@ -1023,6 +1027,47 @@ mod tests {
             ["c", "d"],
             "kept in order while Redis was down (a new, empty Redis)"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn a_record_whose_flush_failed_is_retried_by_the_background_thread() -> Result<(), LogError> {
+        // A Redis that accepts connections and never answers (as a frozen one does): the
+        // caller's flush waits out its timeout, and the background thread, woken meanwhile,
+        // finds the buffer empty. Once the flush fails and puts the record back, the thread
+        // must learn of it (it slept for an hour: a ReportOutcome answered "queued, retried"
+        // was never written).
+        let port = RedisProcess::free_port()?;
+        let silent = std::net::TcpListener::bind(("127.0.0.1", port)).map_err(test_error)?;
+        let config = LogConfig {
+            flush_records: 1000,
+            flush_seconds: Duration::from_millis(300),
+            ..LogConfig::default()
+        };
+        let target = Target::Stream {
+            url: format!("redis://127.0.0.1:{port}/"),
+            key: "test:outcomes".into(),
+            max_len: 1000,
+        };
+        let log = RecordLog::open_target(target, "outcomes", config, None)?;
+        log.write(&line("late"), 1, true)?;
+        let started = Instant::now();
+        assert!(log.flush().is_err(), "nobody answers");
+        assert!(
+            started.elapsed() >= Duration::from_millis(300),
+            "the thread woke meanwhile"
+        );
+        drop(silent);
+        let redis = RedisProcess::start(port)?;
+        let waiting = Instant::now();
+        while redis.entries("test:outcomes")?.is_empty() {
+            if waiting.elapsed() > Duration::from_secs(10) {
+                return Err(test_error("the record put back was never retried"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        log.close()?;
+        assert_eq!((log.written(), log.dropped()), (1, 0));
         Ok(())
     }
 
