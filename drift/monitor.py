@@ -320,8 +320,8 @@ class DriftWorker:
         results = []
         for index, rows in todo:
             window = preds.slice(rows.start, len(rows))
-            result = self._check(served, index, window, labels)
-            self._publish(registry, served, result, window)
+            result, report = self._check(served, index, window, labels)
+            self._publish(registry, served, result, report)
             if self.after_window is not None:
                 self.after_window(result)
             windows_state = pl.concat([windows_state, self._state_row(version, result)])
@@ -339,7 +339,8 @@ class DriftWorker:
 
     def _check(
         self, served: _Served, index: int, window: pl.DataFrame, labels: dict[str, bool]
-    ) -> WindowResult:
+    ) -> tuple[WindowResult, Any]:
+        """The window's checks, and the Evidently snapshot they came from (for the report)."""
         import pandas as pd
         from evidently import DataDefinition, Dataset, Report
         from evidently.metrics import ValueDrift
@@ -359,11 +360,11 @@ class DriftWorker:
             include_tests=True,
         )
         definition = DataDefinition(numerical_columns=columns)
-        self._snapshot = report.run(
+        snapshot = report.run(
             Dataset.from_pandas(current, data_definition=definition),
             Dataset.from_pandas(served.reference, data_definition=definition),
         )
-        found = self._snapshot.dict()
+        found = snapshot.dict()
         scores = {str(x["config"]["column"]): float(x["value"]) for x in found["metrics"]}
         failed = {
             str(t["metric_config"]["params"]["column"]): t["status"] == "FAIL"
@@ -379,7 +380,7 @@ class DriftWorker:
             else math.nan
         )
         ts = window["ts"]
-        return WindowResult(
+        result = WindowResult(
             index=index,
             rows=window.height,
             first_ts=float(ts.min()),  # type: ignore[arg-type]
@@ -391,13 +392,14 @@ class DriftWorker:
             auc_drop=m.auc_drop,
             **_distributions(window),
         )
+        return result, snapshot
 
     def _publish(
         self,
         registry: MlflowRegistry,
         served: _Served,
         result: WindowResult,
-        window: pl.DataFrame,
+        report: Any,
     ) -> None:
         ref = served.ref
         summary = {
@@ -424,8 +426,8 @@ class DriftWorker:
         if ref.run_id:
             with tempfile.TemporaryDirectory(prefix="altscore-drift-") as tmp:
                 folder = Path(tmp)
-                self._snapshot.save_html(str(folder / "drift.html"))
-                self._snapshot.save_json(str(folder / "evidently.json"))
+                report.save_html(str(folder / "drift.html"))
+                report.save_json(str(folder / "evidently.json"))
                 (folder / "summary.json").write_text(json.dumps(summary, indent=2))
                 client = registry.client
                 client.log_artifacts(ref.run_id, tmp, f"drift/window-{result.index:05d}")
