@@ -50,11 +50,11 @@ redis:  ## Install redis-server (Debian package) if missing: the tests start the
 	@command -v redis-server >/dev/null || (apt-get update && apt-get install -y --no-install-recommends redis-server)
 
 .PHONY: prometheus
-prometheus:  ## Install prometheus + promtool (Debian package) if missing: the monitoring tests use both
-	@command -v promtool >/dev/null && command -v prometheus >/dev/null || (apt-get update && apt-get install -y --no-install-recommends prometheus)
+prometheus:  ## Install prometheus + promtool and amtool (Debian packages) if missing: the monitoring tests use them
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v amtool >/dev/null || (apt-get update && apt-get install -y --no-install-recommends prometheus prometheus-alertmanager)
 
 .PHONY: test
-test: install lint redis prometheus grpcurl  ## The whole suite: lint, Rust tests, a bounded fuzz run, pytest (CI runs exactly this)
+test: install lint redis prometheus grpcurl minio  ## The whole suite: lint, Rust tests, a bounded fuzz run, pytest (CI runs exactly this)
 	cargo test --workspace --quiet
 	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=30
 	PATH="$$(go env GOPATH)/bin:$$PATH" $(RUN) pytest
@@ -93,11 +93,16 @@ HEALTH_PROBE_VERSION := v0.4.61
 GHZ_VERSION := v0.120.0
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.0
+MINIO_VERSION := v0.0.0-20260212201848-7aac2a2c5b7c
 .PHONY: grpcurl
 grpcurl:  ## Install grpcurl and the Go protoc plugins with `go install` (pinned): the tests use them
 	@test -x "$$(go env GOPATH)/bin/grpcurl" || go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
 	@test -x "$$(go env GOPATH)/bin/protoc-gen-go" || go install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 	@test -x "$$(go env GOPATH)/bin/protoc-gen-go-grpc" || go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+
+.PHONY: minio
+minio:  ## Install the MinIO server with `go install` (pinned): the object-store archive test runs it
+	@test -x "$$(go env GOPATH)/bin/minio" || go install github.com/minio/minio@$(MINIO_VERSION)
 
 .PHONY: tools
 tools: grpcurl  ## Install grpcurl, grpc-health-probe and ghz with `go install` (pinned) into $(shell go env GOPATH 2>/dev/null)/bin

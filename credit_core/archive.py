@@ -141,6 +141,10 @@ class ParquetArchive:
             return pl.read_parquet(self.location(relative), storage_options=self.storage_options)
         except FileNotFoundError:
             return None
+        except OSError as e:  # object_store reports a missing object as "... not found ... 404"
+            if "not found" in str(e).lower():
+                return None
+            raise
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:

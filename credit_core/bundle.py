@@ -9,6 +9,9 @@ Layout::
     calibration.npz  PD -> observed default rate on the holdout (isotonic knots), for the drift
                      worker's label-free performance estimate (bundles from before it: absent)
     metadata.json    spec name/version, schema hash, feature names, metrics, training details
+    compiled/        the TL2cgen library of the booster for the training host's architecture and
+                     its sha256 (``<booster sha256>-tl2cgen<version>-<machine>.so`` / ``.json``):
+                     what a server without a C compiler loads (:mod:`scoring_server.compile`)
     entities.parquet (specs with entity inputs) every entity's features as of training: fills the
                      embedded online store of a laptop run
 """

@@ -172,8 +172,9 @@ class ModelLoader:
                 f"the spec gives {pipeline.n_features}"
             )
         entity = EntityLookup.of(pipeline)
-        try:
-            serving = ServingModel(
+
+        def serving_model(library: Path) -> ServingModel:
+            return ServingModel(
                 pipeline.plan,
                 ensemble,
                 name=ref.name,
@@ -189,9 +190,23 @@ class ModelLoader:
                     entity.optional,
                 ),
                 model_info=model_info(pipeline, bundle),
-                compiled_library=compiled.library,
+                compiled_library=library,
                 predictor=self.predictor,
             )
+
+        try:
+            try:
+                serving = serving_model(compiled.library)
+            except OSError as e:
+                if compiled.source != "bundle":
+                    raise
+                # built elsewhere and not loadable here (another C library): compile it here
+                log.warning("the bundle's compiled library does not load here (%s)", e)
+                compiled.library.unlink(missing_ok=True)
+                compiled = compiled_library(
+                    bundle, self.cache_dir, self.parallel_units, use_shipped=False
+                )
+                serving = serving_model(compiled.library)
         except (OSError, ValueError) as e:
             raise ModelRejectedError(f"version {version}: {e}") from e
         reference = bundle.reference()

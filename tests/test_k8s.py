@@ -86,13 +86,22 @@ def test_settings_commands_and_user_match_the_code() -> None:
     for var in config:
         assert var in known, f"{var} is read by no settings class"
     dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
-    copied = {line.split()[1] for line in dockerfile.splitlines() if line.startswith("COPY ")}
+    copied = {
+        line.split()[1]
+        for line in dockerfile.splitlines()
+        if line.startswith("COPY ") and "--from=" not in line
+    }
+    kustomization = yaml.safe_load((BASE / "kustomization.yaml").read_text())
+    images = {i["name"] for i in kustomization["images"]}
+    assert images == {"altscore", "altscore-trainer"}
+    trains = {("CronJob", "retrain"), ("Deployment", "drift-worker")}  # compile at training
     for kind, name in WORKLOADS:
         pod = _pod(kind, name)
         assert pod["securityContext"]["runAsNonRoot"] is True, name
         assert f"--uid {pod['securityContext']['runAsUser']}" in dockerfile, name
         (container,) = pod["containers"]
-        assert container["image"] == "altscore"  # the kustomization sets the tag
+        # the kustomization sets the tags; only what trains gets the image with a compiler
+        assert container["image"] == ("altscore-trainer" if (kind, name) in trains else "altscore")
         command = container["command"]
         assert command[:2] == ["python", "-m"]
         assert importlib.util.find_spec(command[2]) is not None

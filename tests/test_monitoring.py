@@ -54,6 +54,46 @@ def test_every_alert_passes_its_unit_tests() -> None:
     assert tested == set(_alerts()), "every alert has a unit test"
 
 
+ALERTMANAGER_DIR = ROOT / "deploy" / "alertmanager"
+ROUTED = {"page": "on-call", "warning": "risk-team"}
+"""The receiver each severity goes to (deploy/alertmanager/alertmanager.yml)."""
+
+
+def _amtool(*args: str) -> subprocess.CompletedProcess[str]:
+    """amtool of the Debian package ``prometheus-alertmanager`` (``make prometheus``)."""
+    return subprocess.run(
+        ["amtool", *args],
+        cwd=ALERTMANAGER_DIR, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def test_every_alert_reaches_the_receiver_of_its_severity() -> None:
+    """The stack's Alertmanager config passes amtool, and amtool's routing sends each alert of
+    the rules to the receiver its severity names (no alert falls through unrouted)."""
+    done = _amtool("check-config", "alertmanager.yml")
+    assert done.returncode == 0, done.stdout + done.stderr
+    groups = yaml.safe_load(ALERTS.read_text())["groups"]
+    rules = [rule for g in groups for rule in g["rules"]]
+    for rule in rules:
+        severity = rule["labels"]["severity"]
+        assert severity in ROUTED, f"{rule['alert']}: severity {severity!r} has no receiver"
+        labels = (f"alertname={rule['alert']}", f"severity={severity}")
+        routed = _amtool("config", "routes", "test", "--config.file=alertmanager.yml", *labels)
+        assert routed.stdout.split() == [ROUTED[severity]], (rule["alert"], routed.stdout)
+    # inhibition names alerts that exist, so a renamed alert cannot silently stop inhibiting
+    config = yaml.safe_load((ALERTMANAGER_DIR / "alertmanager.yml").read_text())
+    names = {rule["alert"] for rule in rules}
+    for inhibit in config["inhibit_rules"]:
+        for matcher in inhibit["source_matchers"] + inhibit["target_matchers"]:
+            key, _, value = matcher.partition("=")
+            if key == "alertname":
+                for name in value.lstrip("~").strip('"').split("|"):
+                    assert name in names, name
+    prom = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    (target,) = prom["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
+    assert target == "alertmanager:9093"
+
+
 def _alerts() -> dict[str, str]:
     groups = yaml.safe_load(ALERTS.read_text())["groups"]
     return {rule["alert"]: rule["expr"] for g in groups for rule in g["rules"]}

@@ -18,11 +18,12 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from credit_core import ModelBundle, ReferenceSample, ScoringPolicy
+from credit_core import ModelBundle, ModelRejectedError, ReferenceSample, ScoringPolicy
 from credit_core.bundle import ENTITIES
 from credit_core.performance import Calibration, estimated_auc
 from credit_core.registry import ModelVersionRef
 from feature_kernels import FeaturePipeline, load_spec
+from scoring_server.compile import ship_library
 from training.dataset import labels, load_frame, stratified_split
 from training.evaluate import Evaluation, evaluate
 from training.publish import entity_snapshot
@@ -172,6 +173,16 @@ def train_and_register(
                 metadata=metadata,
                 calibration=calibration,
             )
+            try:
+                shipped = ship_library(
+                    ModelBundle.read(bundle_dir), settings.compile_parallel_units
+                )
+                console.log(f"compiled the TL2cgen library in {shipped.compile_seconds:.1f} s")
+            except ModelRejectedError as e:  # servers with a compiler still compile it
+                console.log(
+                    f"[yellow]warning:[/] the bundle ships no compiled library ({e}); a server "
+                    "without a C compiler (the runtime image) will refuse this version"
+                )
             if spec.entity is not None:
                 entity_snapshot(spec, data_path.parent, dt.datetime.now(dt.UTC)).write_parquet(
                     bundle_dir / ENTITIES

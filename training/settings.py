@@ -38,6 +38,9 @@ class TrainingSettings(BaseSettings):
     """Share of rows held out for evaluation (stratified)."""
     reference_rows: int = Field(2000, ge=10)
     """Holdout rows stored with the model for parity gates and drift."""
+    compile_parallel_units: int = Field(8, ge=1)
+    """TL2cgen ``parallel_comp`` of the library compiled into every bundle (what servers
+    without a C compiler load)."""
     redis_url: str | None = Field(
         None, validation_alias=AliasChoices("ALTSCORE_REDIS_URL", "REDIS_URL")
     )

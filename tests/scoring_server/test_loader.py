@@ -4,6 +4,7 @@ schema checks."""
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 import shutil
 import subprocess
@@ -13,10 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from credit_core import ModelRejectedError, SchemaMismatch
+from credit_core import ModelBundle, ModelRef, ModelRejectedError, SchemaMismatch
 from credit_core.registry import MlflowRegistry, local_tracking_uri
 from feature_kernels import TreeEnsemble, logistic
-from scoring_server.loader import PREDICTORS, ModelLoader
+from scoring_server.compile import SHIPPED, library_key
+from scoring_server.loader import PREDICTORS, LoadedModel, ModelLoader
 from tests.conftest import MODEL_NAME, ROOT, TrainedModel, register_tampered
 
 
@@ -35,6 +37,66 @@ def test_second_load_reuses_compiled_library(trained: TrainedModel) -> None:
     assert second.compiled.library == first.compiled.library
     assert second.compiled.compile_seconds == first.compiled.compile_seconds
     assert second.parity_max_abs_diff <= 1e-5
+
+
+def _bundle_copy(trained: TrainedModel, tmp: Path) -> tuple[Path, Path]:
+    """A copy of the champion's bundle and the path of the library it ships."""
+    _, source = _loader(trained.state_dir).fetch("champion")
+    bundle = tmp / "bundle"
+    shutil.copytree(source, bundle)
+    (library,) = (bundle / SHIPPED).glob("*.so")
+    assert library.name == f"{library_key(ModelBundle.read(bundle))}.so"
+    return bundle, library
+
+
+def _without_compiler(monkeypatch: pytest.MonkeyPatch, tmp: Path) -> None:
+    """A host like the runtime image: no gcc on PATH (the compiler child finds none)."""
+    empty = tmp / "no-compiler"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+
+
+def _load(bundle: Path, state: Path) -> LoadedModel:
+    loader = ModelLoader(
+        None, model_name=MODEL_NAME, state_dir=state, parity_tolerance=1e-5, parallel_units=4
+    )
+    return loader.load_bundle(bundle, ModelRef(MODEL_NAME, "1", "champion"))
+
+
+def test_a_host_without_a_compiler_serves_the_library_the_bundle_ships(
+    trained: TrainedModel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundle, library = _bundle_copy(trained, tmp_path)
+    record = json.loads(library.with_suffix(".json").read_text())
+    assert record["sha256"] == hashlib.sha256(library.read_bytes()).hexdigest()
+    _without_compiler(monkeypatch, tmp_path)
+    model = _load(bundle, tmp_path / "state")
+    assert model.compiled.source == "bundle"
+    assert model.compiled.compile_seconds == record["compile_seconds"]
+    assert model.parity_max_abs_diff <= 1e-5  # both predictors checked, TL2cgen included
+    again = _load(bundle, tmp_path / "state")
+    assert again.compiled.source == "cache"
+
+    # a shipped library that differs from its recorded hash is never loaded: with no
+    # compiler the version is refused, saying why
+    data = bytearray(library.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    library.write_bytes(bytes(data))
+    with pytest.raises(ModelRejectedError, match="ships no library for"):
+        _load(bundle, tmp_path / "state-2")
+
+
+def test_a_shipped_library_that_does_not_load_here_is_compiled_again(
+    trained: TrainedModel, tmp_path: Path
+) -> None:
+    bundle, library = _bundle_copy(trained, tmp_path)
+    library.write_bytes(b"not an ELF file")  # stands for another C library's build
+    library.with_suffix(".json").write_text(
+        json.dumps({"sha256": hashlib.sha256(b"not an ELF file").hexdigest()})
+    )
+    model = _load(bundle, tmp_path / "state")
+    assert model.compiled.source == "compiled"
+    assert model.parity_max_abs_diff <= 1e-5
 
 
 def test_parity_gate_refuses_model(trained: TrainedModel, tmp_path: Path) -> None:

@@ -48,7 +48,10 @@ def test_run_logged_with_report_and_champion(trained: TrainedModel) -> None:
         "model/reference.npz",
         "model/calibration.npz",
         "model/metadata.json",
+        "model/compiled",  # the TL2cgen library, for servers without a compiler
     }
+    shipped = {a.path for a in registry.client.list_artifacts(trained.run_id, "model/compiled")}
+    assert {Path(p).suffix for p in shipped} == {".so", ".json"}
 
 
 def test_german_credit_alias_rules(tmp_path: Path) -> None:

@@ -44,7 +44,8 @@ impl CompiledLibrary {
             format!("compiled library {}: {what}: {e}", path.display())
         };
         // SAFETY: loading runs the library's initialisers; TL2cgen's generated code has none
-        // beyond the C runtime's. The path is the control plane's own compile output.
+        // beyond the C runtime's. The path is the control plane's own compile output, or a
+        // training run's, shipped in the bundle and checked against its recorded sha256.
         let library = unsafe { Library::new(path) }.map_err(|e| fail("cannot open", &e))?;
         // SAFETY: the symbols are TL2cgen's generated functions with these C signatures.
         let (features, targets, predict) = unsafe {
