@@ -20,7 +20,6 @@ XGBoost's own probabilities for the benchmark rows.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -38,6 +37,8 @@ import numpy as np
 import numpy.typing as npt
 
 from benchmarks.procs import tree_rss_bytes
+from scripts import side_venv
+from scripts.side_venv import venv_python
 
 __all__ = [
     "INFER_CALL",
@@ -64,7 +65,6 @@ PROBA_OUTPUT = "predict_proba"
 """mlserver_xgboost's output carrying ``[rows, 2]`` class probabilities (column 1: default)."""
 LOCK_FILE = Path(__file__).resolve().parent / "peers" / "mlserver" / "requirements.txt"
 VENV_DIR = Path("var/bench/mlserver-venv")
-_STAMP = ".altscore-lock-sha256"
 _LOG = "mlserver.log"
 _PYTHON = "3.11"
 
@@ -73,41 +73,13 @@ class MLServerStartError(RuntimeError):
     """MLServer did not become ready; the message carries the tail of its log."""
 
 
-def _uv() -> list[str]:
-    uv = shutil.which("uv")
-    return [uv] if uv else [sys.executable, "-m", "uv"]
-
-
 def _venv_python(venv: Path) -> Path:
-    return venv / "bin" / "python"
+    return venv_python(venv)
 
 
 def ensure_venv(root: Path) -> Path:
-    """Create ``<root>/var/bench/mlserver-venv`` with uv and install the locked MLServer into it.
-    Nothing happens when the venv's stamp already holds the lock file's sha256."""
-    venv = (root / VENV_DIR).resolve()
-    stamp = venv / _STAMP
-    lock_sha = hashlib.sha256(LOCK_FILE.read_bytes()).hexdigest()
-    if _venv_python(venv).is_file() and stamp.is_file() and stamp.read_text().strip() == lock_sha:
-        return venv
-    subprocess.run(
-        [*_uv(), "venv", "--quiet", "--clear", "--python", _PYTHON, str(venv)], check=True
-    )
-    subprocess.run(
-        [
-            *_uv(),
-            "pip",
-            "sync",
-            "--quiet",
-            "--require-hashes",
-            "--python",
-            str(_venv_python(venv)),
-            str(LOCK_FILE),
-        ],
-        check=True,
-    )
-    stamp.write_text(lock_sha + "\n")
-    return venv
+    """``<root>/var/bench/mlserver-venv`` with the locked MLServer installed (idempotent)."""
+    return side_venv.ensure_venv(LOCK_FILE, root / VENV_DIR, _PYTHON)
 
 
 def write_model_repo(

@@ -1,0 +1,1 @@
+"""Development helpers shared by the benchmarks and the tests (not shipped in the image)."""
