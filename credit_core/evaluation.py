@@ -92,6 +92,7 @@ __all__ = [
     "PredictionRecord",
     "check_line",
     "default_directory",
+    "describe_file_problem",
     "encode_line",
     "import_outcomes",
     "matched",
@@ -656,12 +657,21 @@ class OutcomeFileError(ValueError):
 
 
 def _describe(path: Path, p: OutcomeFileProblem, *, csv: bool) -> str:
+    return describe_file_problem(path, p.row, p.column, p.message, csv=csv)
+
+
+def describe_file_problem(
+    path: Path, row: int, column: str | None, message: str, *, csv: bool
+) -> str:
+    """One problem of a data file, as every command reports it: ``path, row R (line L), column
+    'c': message``. ``row``: the data row from 1 (0: the file as a whole); a CSV's line number
+    counts its header."""
     where = [str(path)]
-    if p.row:
-        where.append(f"row {p.row}" + (f" (line {p.row + 1})" if csv else ""))
-    if p.column is not None:
-        where.append(f"column {p.column!r}")
-    return f"{', '.join(where)}: {p.message}"
+    if row:
+        where.append(f"row {row}" + (f" (line {row + 1})" if csv else ""))
+    if column is not None:
+        where.append(f"column {column!r}")
+    return f"{', '.join(where)}: {message}"
 
 
 _TRUE: Final = frozenset({"1", "1.0", "true"})

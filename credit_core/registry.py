@@ -6,7 +6,8 @@ MLflow exceptions never leave this module: they become ``RegistryError``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ __all__ = [
     "CHAMPION",
     "ROUTING_MODE_TAG",
     "ROUTING_SHARE_TAG",
+    "ChildRun",
     "MlflowRegistry",
     "ModelRegistry",
     "ModelVersionRef",
@@ -51,6 +53,16 @@ ROUTING_MODE_TAG = "altscore.routing.mode"
 """Registered-model tag: ``off`` | ``split`` | ``shadow`` (absent: ``off``)."""
 ROUTING_SHARE_TAG = "altscore.routing.challenger_share"
 """Registered-model tag: share of applicants the challenger answers in ``split`` mode (0..1)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChildRun:
+    """A run logged under another (a tuning trial under its training run)."""
+
+    name: str
+    params: Mapping[str, Any]
+    metrics: Mapping[str, float]
+    tags: Mapping[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +173,31 @@ class MlflowRegistry:
                 raise
             self.client.set_terminated(run_id, status="FINISHED")
             return run_id
+
+    def artifact_uri(self, run_id: str) -> str:
+        """Where a run's artifacts are (a ``file://`` folder for a local store)."""
+        with _mapped("run lookup"):
+            return str(self.client.get_run(run_id).info.artifact_uri)
+
+    def log_child_runs(self, experiment: str, parent_run_id: str, runs: Sequence[ChildRun]) -> None:
+        """Log ``runs`` as finished children of ``parent_run_id`` (MLflow nests them under it
+        in its UI): one batch call per run."""
+        with _mapped("child run logging"):
+            from mlflow.entities import Metric, Param, RunTag
+
+            exp_id = self.experiment_id(experiment)
+            now = int(time.time() * 1000)
+            for child in runs:
+                tags = {**child.tags, "mlflow.parentRunId": parent_run_id}
+                run = self.client.create_run(exp_id, run_name=child.name, tags=tags)
+                run_id = str(run.info.run_id)
+                self.client.log_batch(
+                    run_id,
+                    metrics=[Metric(k, float(v), now, 0) for k, v in child.metrics.items()],
+                    params=[Param(k, str(v)) for k, v in child.params.items()],
+                    tags=[RunTag(k, v) for k, v in tags.items()],
+                )
+                self.client.set_terminated(run_id, status="FINISHED")
 
     def register(
         self, name: str, run_id: str, artifact_path: str, tags: Mapping[str, str]

@@ -23,11 +23,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 
 from credit_core.domain import ROUTING_MODES
 from credit_core.registry import CHALLENGER, CHAMPION
 from training.settings import TrainingSettings
 from training.train import TrainParams
+from training.tune import TuneSettings
 
 if TYPE_CHECKING:
     from credit_core.evaluation import EvaluationLog
@@ -37,13 +39,46 @@ DEFAULT_SPEC = Path("specs/gmsc.yaml")
 GMSC_FILE = Path("give_me_some_credit/cs-training.csv")
 
 
-def _params(ns: argparse.Namespace) -> TrainParams:
-    defaults = TrainParams()
-    return TrainParams(
-        eta=ns.eta if ns.eta is not None else defaults.eta,
-        max_depth=ns.max_depth if ns.max_depth is not None else defaults.max_depth,
-        max_rounds=ns.max_rounds if ns.max_rounds is not None else defaults.max_rounds,
+class _Help(argparse.HelpFormatter):
+    """Shows each option's default (where it has one and its help does not say it already)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if "(default" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _model_flags(parser: argparse.ArgumentParser) -> None:
+    """``--<name>`` for every XGBoost parameter of the spec's ``model`` section."""
+    group = parser.add_argument_group(
+        "XGBoost parameters (default: the spec's `model` section, else the value shown)"
     )
+    for name, info in TrainParams.model_fields.items():
+        kind = int if info.annotation in (int, "int") or isinstance(info.default, int) else float
+        group.add_argument(
+            f"--{name.replace('_', '-')}",
+            type=kind,
+            default=None,
+            metavar=kind.__name__.upper(),
+            help=f"{info.description or name} (default: {info.default})",
+        )
+
+
+def _params(ns: argparse.Namespace) -> TrainParams:
+    """The spec's ``model`` section with the flags given on the command line over it."""
+    from feature_kernels import load_spec
+
+    overrides = {n: getattr(ns, n) for n in TrainParams.model_fields if getattr(ns, n) is not None}
+    return TrainParams.model_validate({**load_spec(ns.spec).model.model_dump(), **overrides})
+
+
+def _tune(ns: argparse.Namespace) -> TuneSettings | None:
+    if not getattr(ns, "tune", False):
+        return None
+    if ns.trials < 1 or ns.folds < 2 or (ns.timeout is not None and ns.timeout <= 0):
+        raise ValueError("--trials must be >= 1, --folds >= 2 and --timeout > 0")
+    return TuneSettings(trials=ns.trials, timeout=ns.timeout, folds=ns.folds)
 
 
 def _default_data(settings: TrainingSettings, console: Console) -> Path:
@@ -101,8 +136,8 @@ def _retrain(ns: argparse.Namespace, settings: TrainingSettings, console: Consol
         done = retrain(
             settings, data_path=ns.data or _default_data(settings, console), console=console
         )
-    except (CreditError, FeatureError, SpecError, OSError) as e:
-        console.print(f"[red]retrain failed:[/] {e}")
+    except (CreditError, FeatureError, SpecError, OSError, ValueError) as e:
+        console.print(f"[red]retrain failed:[/] {escape(str(e))}", soft_wrap=True)
         return 2
     v = done.trained.version.version
     if not done.challenger_set:
@@ -360,21 +395,37 @@ def main(argv: list[str] | None = None) -> int:
         ("train", "train on a dataset and register the model in MLflow"),
         ("ensure-champion", "train and register the default model if no champion exists"),
     ):
-        p = sub.add_parser(name, help=help_text)
-        p.add_argument("--spec", type=Path, default=DEFAULT_SPEC)
-        p.add_argument("--data", type=Path, default=None, help="CSV/TSV/Parquet (default: GMSC)")
-        p.add_argument("--model-name", default=None)
-        p.add_argument("--eta", type=float, default=None)
-        p.add_argument("--max-depth", type=int, default=None)
-        p.add_argument("--max-rounds", type=int, default=None)
+        p = sub.add_parser(name, help=help_text, formatter_class=_Help)
+        p.add_argument("--spec", type=Path, default=DEFAULT_SPEC, help="feature spec")
+        p.add_argument(
+            "--data", type=Path, default=None, help="CSV/TSV/Parquet (default: Give Me Some Credit)"
+        )
+        p.add_argument(
+            "--model-name", default=None, help="registered model (default: ALTSCORE_MODEL_NAME)"
+        )
+        _model_flags(p)
         if name == "train":
+            tuning = p.add_argument_group("tuning (training/tune.py: the search space)")
+            tuning.add_argument(
+                "--tune",
+                action="store_true",
+                help="search the XGBoost parameters (Optuna TPE, seeded) by stratified k-fold CV "
+                "on the training part, then refit the best on all of it",
+            )
+            tuning.add_argument("--trials", type=int, default=50, help="most trials")
+            tuning.add_argument(
+                "--timeout", type=float, default=None, help="seconds the search may take"
+            )
+            tuning.add_argument("--folds", type=int, default=3, help="cross-validation folds")
             p.add_argument(
                 "--champion",
                 choices=["if-missing", "always", "never"],
                 default="if-missing",
                 help="when to set the alias (--alias): if none exists, always, never",
             )
-            p.add_argument("--alias", choices=[CHAMPION, CHALLENGER], default=CHAMPION)
+            p.add_argument(
+                "--alias", choices=[CHAMPION, CHALLENGER], default=CHAMPION, help="the alias set"
+            )
     ret = sub.add_parser(
         "retrain",
         help="train a challenger on the latest data as the champion was trained; shadow it",
@@ -434,12 +485,13 @@ def main(argv: list[str] | None = None) -> int:
             spec_path=ns.spec,
             data_path=data,
             params=_params(ns),
+            tune=_tune(ns),
             champion=getattr(ns, "champion", "if-missing"),
             alias=getattr(ns, "alias", CHAMPION),
             console=console,
         )
     except (SpecError, FeatureError, FileNotFoundError, ValueError, CreditError) as e:
-        console.print(f"[red]training failed:[/] {e}")
+        console.print(f"[red]training failed:[/] {escape(str(e))}", soft_wrap=True)
         return 2
     print(
         f"{outcome.version.name} v{outcome.version.version} auc={outcome.evaluation.auc:.4f} "

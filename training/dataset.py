@@ -4,15 +4,24 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from feature_kernels import FeatureSpec
+from credit_core.evaluation import describe_file_problem
+from feature_kernels import FeatureError, FeatureSpec
 from training.entity import day_number, entity_features
 
-__all__ = ["Split", "labels", "load_frame", "stratified_split"]
+__all__ = [
+    "Split",
+    "TrainingDataError",
+    "describe_bad_rows",
+    "labels",
+    "load_frame",
+    "stratified_split",
+]
 
 NULL_VALUES = ["NA", ""]
 
@@ -55,6 +64,74 @@ def load_frame(path: Path, spec: FeatureSpec) -> pl.DataFrame:
         path.parent,
     )
     return pl.concat([frame, features], how="horizontal")
+
+
+class TrainingDataError(ValueError):
+    """A training file breaks its feature spec; the message says where and how to fix it."""
+
+
+_HINTS = {
+    "MISSING_REQUIRED": "input {input} is required, but {count} rows have no value: set "
+    "`required: false` on inputs.{input} in {spec} (a missing value then reaches the model as "
+    "missing) or give it `impute: <value>`",
+    "OUT_OF_RANGE": "{count} values of input {input} are outside its `range`: widen "
+    "inputs.{input}.range in {spec}, or list codes that mean 'unknown' under `missing_codes`",
+    "NOT_INTEGER": "input {input} holds fractions: declare it `type: number` in {spec}",
+    "NOT_FINITE": "input {input} holds infinite values: clean them, or list them under "
+    "`missing_codes` in {spec}",
+    "UNKNOWN_CATEGORY": "input {input} holds categories {spec} does not list: add them to the "
+    "feature's `categories` / `mapping`, or set `unknown: missing`",
+}
+
+
+def describe_bad_rows(
+    error: FeatureError, data_path: Path, spec: FeatureSpec, spec_path: Path | str
+) -> str:
+    """What the kernels found wrong in a training file, for a person: one line per problem
+    with its data row and file line (from 1), the count of bad rows, and per input a hint of
+    the spec change that accepts such data."""
+    csv = data_path.suffix != ".parquet"
+    args = error.args
+    if len(args) < 3 or not isinstance(args[2], dict):  # whole columns (missing, unknown...)
+        pairs = args[1] if len(args) > 1 else []
+        lines = [
+            describe_file_problem(data_path, 0, _file_column(spec, c), m, csv=csv) for c, m in pairs
+        ]
+        return f"{data_path} does not fit the spec {spec_path}:\n  " + "\n  ".join(lines)
+    details: dict[str, Any] = args[2]
+    counts = dict(details["per_column"])
+    out = [
+        f"{details['bad_rows']:,} of {details['n_rows']:,} rows of {data_path} break the spec "
+        f"{spec_path}:"
+    ]
+    shown: dict[str, int] = {}
+    reasons: dict[str, str] = {}
+    for column, row, reason, description in details["listed"]:
+        shown[column] = shown.get(column, 0) + 1
+        reasons.setdefault(column, reason)
+        out.append(
+            "  "
+            + describe_file_problem(
+                data_path, row + 1, _file_column(spec, column), description, csv=csv
+            )
+        )
+    for column, count in counts.items():
+        if count > shown.get(column, 0):
+            out.append(
+                f"  ... {count - shown.get(column, 0):,} more in column "
+                f"{_file_column(spec, column)!r} ({count:,} in all)"
+            )
+    for column, reason in reasons.items():
+        hint = _HINTS.get(reason)
+        if hint is not None:
+            out.append(
+                "hint: " + hint.format(input=column, count=f"{counts[column]:,}", spec=spec_path)
+            )
+    return "\n".join(out)
+
+
+def _file_column(spec: FeatureSpec, name: str) -> str:
+    return spec.column_of(name) if name in spec.inputs else name
 
 
 def labels(frame: pl.DataFrame, spec: FeatureSpec) -> npt.NDArray[np.int8]:

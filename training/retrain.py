@@ -12,7 +12,7 @@ its evidence rule. A failed gate leaves aliases and routing as they were.
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -41,13 +41,12 @@ class RetrainOutcome:
 def champion_params(bundle: ModelBundle) -> TrainParams:
     """The hyper-parameters the champion was trained with (the defaults for any it lacks)."""
     recorded = bundle.metadata.get("training", {}).get("params", {})
-    known = {f.name for f in fields(TrainParams)}
     values = {
         name: recorded[f"train.{name}"]
-        for name in known
-        if f"train.{name}" in recorded and name != "nthread"  # this machine's cores
+        for name in TrainParams.model_fields
+        if f"train.{name}" in recorded
     }
-    return TrainParams(**values)
+    return TrainParams.model_validate(values)
 
 
 def retrain(

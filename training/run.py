@@ -21,15 +21,22 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from credit_core import ModelBundle, ModelRejectedError, ReferenceSample, ScoringPolicy
 from credit_core.bundle import ENTITIES
 from credit_core.performance import Calibration, estimated_auc
-from credit_core.registry import ModelVersionRef
-from feature_kernels import FeaturePipeline, load_spec
+from credit_core.registry import ChildRun, ModelVersionRef
+from feature_kernels import FeatureError, FeaturePipeline, load_spec
 from scoring_server.compile import ship_library
-from training.dataset import labels, load_frame, stratified_split
+from training.dataset import (
+    TrainingDataError,
+    describe_bad_rows,
+    labels,
+    load_frame,
+    stratified_split,
+)
 from training.evaluate import Evaluation, evaluate
 from training.publish import entity_snapshot
 from training.report import write_report
 from training.settings import TrainingSettings
-from training.train import TrainParams, fit, predict_margin
+from training.train import TrainParams, fit, fit_rounds, logged_params, predict_margin
+from training.tune import TrialRecord, TuneResult, TuneSettings
 
 __all__ = ["TrainOutcome", "bundle_metadata", "train_and_register"]
 
@@ -70,17 +77,72 @@ def _step(console: Console, text: str) -> Iterator[None]:
     console.log(f"{text} done in {time.perf_counter() - t0:.1f} s")
 
 
+def _search(
+    console: Console,
+    x: np.ndarray[Any, np.dtype[np.float32]],
+    y: np.ndarray[Any, np.dtype[np.int8]],
+    pipeline: FeaturePipeline,
+    base: TrainParams,
+    settings: TuneSettings,
+    training: TrainingSettings,
+) -> TuneResult:
+    from training.tune import tune
+
+    limit = f", at most {settings.timeout:g} s" if settings.timeout else ""
+    console.log(
+        f"tuning: up to {settings.trials} trials{limit}, {settings.folds}-fold CV on "
+        f"{len(y):,} training rows"
+    )
+    with Progress(
+        TextColumn("tuning"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("trials  {task.fields[best]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("tuning", total=settings.trials, best="")
+
+        def on_trial(record: TrialRecord, best: float) -> None:
+            progress.update(task, advance=1, best=f"best CV AUC {best:.4f}")
+
+        result = tune(
+            x,
+            y,
+            monotone=pipeline.monotone,
+            base=base,
+            settings=settings,
+            seed=training.seed,
+            on_trial=on_trial,
+        )
+    states = [r.state for r in result.trials]
+    console.log(
+        f"tuning done in {result.seconds:.0f} s: {len(states)} trials "
+        f"({states.count('PRUNED')} pruned, {states.count('FAIL')} failed); best CV AUC "
+        f"{result.cv_auc:.4f} ± {result.cv_auc_std:.4f} (trial 0, the spec's parameters: "
+        f"{result.trials[0].cv_auc:.4f})"
+    )
+    return result
+
+
 def train_and_register(
     settings: TrainingSettings,
     *,
     spec_path: Path,
     data_path: Path,
-    params: TrainParams,
+    params: TrainParams | None = None,
+    tune: TuneSettings | None = None,
     champion: str = "if-missing",
     alias: str = CHAMPION,
     console: Console | None = None,
 ) -> TrainOutcome:
     """Train on ``data_path`` with ``spec_path`` and register the model.
+
+    ``params``: XGBoost's hyper-parameters (default: the spec's ``model`` section). ``tune``:
+    search them first by cross-validation on the training part (:mod:`training.tune`); the
+    best trial is refit on the whole training part and every trial is logged to MLflow as a
+    child run of the training run.
 
     ``champion``: ``if-missing`` sets the alias only when none exists, ``always`` moves it,
     ``never`` leaves it. The alias is set only when the holdout AUC passes ``settings.min_auc``.
@@ -91,33 +153,59 @@ def train_and_register(
     console = console or Console(stderr=True)
     spec = load_spec(spec_path)
     pipeline = FeaturePipeline(spec)
+    if params is None:
+        params = spec.model
 
     with _step(console, f"loading {data_path}"):
         frame = load_frame(data_path, spec)
         y = labels(frame, spec)
     with _step(console, f"building {pipeline.n_features} features for {len(y):,} rows"):
-        x = pipeline.transform_frame(frame)
+        try:
+            x = pipeline.transform_frame(frame)
+        except FeatureError as e:
+            raise TrainingDataError(describe_bad_rows(e, data_path, spec, spec_path)) from None
     split = stratified_split(y, settings.test_size, settings.seed)
 
+    tuned: TuneResult | None = None
+    if tune is not None:
+        tuned = _search(console, x[split.train], y[split.train], pipeline, params, tune, settings)
+        params = tuned.params
     with Progress(
         TextColumn("boosting"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("rounds (max)"),
+        TextColumn("rounds" if tuned else "rounds (max)"),
         TimeElapsedColumn(),
         console=console,
         transient=True,
     ) as progress:
-        task = progress.add_task("boosting", total=params.max_rounds)
-        result = fit(
-            x[split.train],
-            y[split.train],
-            monotone=pipeline.monotone,
-            params=params,
-            seed=settings.seed,
-            on_round=lambda n: progress.update(task, completed=n),
-        )
-    console.log(f"boosting stopped: best iteration {result.best_iteration}")
+        if tuned is None:
+            task = progress.add_task("boosting", total=params.max_rounds)
+            result = fit(
+                x[split.train],
+                y[split.train],
+                monotone=pipeline.monotone,
+                params=params,
+                seed=settings.seed,
+                on_round=lambda n: progress.update(task, completed=n),
+            )
+        else:  # the refit: the whole training part, the rounds the cross-validation chose
+            task = progress.add_task("boosting", total=tuned.rounds)
+            result = fit_rounds(
+                x[split.train],
+                y[split.train],
+                monotone=pipeline.monotone,
+                params=params,
+                rounds=tuned.rounds,
+                seed=settings.seed,
+                on_round=lambda n: progress.update(task, completed=n),
+            )
+    trees = result.best_iteration + 1
+    console.log(
+        f"boosting stopped: {trees} trees (best validation round)"
+        if tuned is None
+        else f"refit: {trees} trees (the best trial's mean rounds over its folds)"
+    )
 
     x_test, y_test = x[split.test], y[split.test]
     margin_test = predict_margin(result.booster, x_test)
@@ -145,9 +233,16 @@ def train_and_register(
         "data": str(data_path),
         "rows": len(y),
         "holdout": f"stratified {settings.test_size:.0%}, random_state={settings.seed}",
-        "best_iteration": result.best_iteration,
+        "trees": result.best_iteration + 1,
         "schema_hash": pipeline.schema_hash,
     }
+    if tuned is not None:
+        states = [r.state for r in tuned.trials]
+        details["tuning"] = (
+            f"{len(states)} trials ({states.count('PRUNED')} pruned), {tuned.folds}-fold CV on "
+            f"the training part: best CV AUC {tuned.cv_auc:.4f} ± {tuned.cv_auc_std:.4f} in "
+            f"{tuned.seconds:.0f} s"
+        )
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     metadata = bundle_metadata(
         pipeline,
@@ -155,7 +250,7 @@ def train_and_register(
         training={
             **details,
             "created_at": now,
-            "params": params.as_params(),
+            "params": logged_params(params),
             "train_rows": len(split.train),
             "test_rows": len(split.test),
         },
@@ -201,7 +296,7 @@ def train_and_register(
                 settings.experiment,
                 run_name=f"{spec.name}-v{spec.version}-{now}",
                 params={
-                    **params.as_params(),
+                    **logged_params(params),
                     "spec": spec.name,
                     "spec_version": spec.version,
                     "data": str(data_path),
@@ -209,10 +304,46 @@ def train_and_register(
                     "test_size": settings.test_size,
                     "best_iteration": result.best_iteration,
                 },
-                metrics={f"holdout_{k}": v for k, v in metrics.items()},
+                metrics={
+                    **{f"holdout_{k}": v for k, v in metrics.items()},
+                    **(
+                        {}
+                        if tuned is None
+                        else {
+                            "cv_auc": tuned.cv_auc,
+                            "cv_auc_std": tuned.cv_auc_std,
+                            "tune_seconds": tuned.seconds,
+                            "tune_trials": len(tuned.trials),
+                        }
+                    ),
+                },
                 artifacts={"model": bundle_dir, "report": report_dir},
                 tags={"spec": spec.name, "schema_hash": pipeline.schema_hash},
             )
+            if tuned is not None:  # every trial as a child run of this one
+                registry.log_child_runs(
+                    settings.experiment,
+                    run_id,
+                    [
+                        ChildRun(
+                            name=f"trial-{t.number}",
+                            params={f"train.{k}": v for k, v in t.params.items()},
+                            metrics={
+                                k: v
+                                for k, v in (
+                                    ("cv_auc", t.cv_auc),
+                                    ("cv_auc_std", t.cv_auc_std),
+                                    ("folds_run", float(t.folds_run)),
+                                    ("rounds", float(t.rounds)),
+                                    ("seconds", t.seconds),
+                                )
+                                if np.isfinite(v)
+                            },
+                            tags={"trial_state": t.state},
+                        )
+                        for t in tuned.trials
+                    ],
+                )
             version = registry.register(
                 settings.model_name,
                 run_id,
@@ -220,6 +351,7 @@ def train_and_register(
                 tags={"schema_hash": pipeline.schema_hash, "auc": f"{evaluation.auc:.5f}"},
             )
     console.log(f"registered {version.name} version {version.version} (run {run_id})")
+    console.print(f"report: {registry.artifact_uri(run_id)}/report/report.html", soft_wrap=True)
 
     champion_set = False
     if evaluation.auc < settings.min_auc:

@@ -3,35 +3,55 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import xgboost as xgb
 
-__all__ = ["FitResult", "TrainParams", "fit", "predict_margin"]
+from feature_kernels import ModelDef
+
+__all__ = [
+    "FitResult",
+    "TrainParams",
+    "booster_params",
+    "fit",
+    "fit_rounds",
+    "logged_params",
+    "predict_margin",
+]
 
 
-@dataclass(frozen=True)
-class TrainParams:
-    """Defaults: the PEERS.md baseline protocol (hist, eta 0.05, depth 4, early stopping on 10 %
-    of the training part), with row/column subsampling."""
+TrainParams = ModelDef
+"""XGBoost's hyper-parameters: the spec's ``model`` section (defaults there)."""
 
-    eta: float = 0.05
-    max_depth: int = 4
-    max_rounds: int = 2000
-    early_stopping_rounds: int = 100
-    min_child_weight: float = 1.0
-    subsample: float = 0.8
-    colsample_bytree: float = 0.8
-    reg_lambda: float = 1.0
-    validation_share: float = 0.1
-    nthread: int = 0
-    """0 = all cores."""
 
-    def as_params(self) -> dict[str, Any]:
-        return {f"train.{k}": v for k, v in asdict(self).items()}
+def logged_params(params: TrainParams) -> dict[str, Any]:
+    """The hyper-parameters as MLflow params and bundle metadata (``train.<name>``)."""
+    return {f"train.{k}": v for k, v in params.model_dump().items()}
+
+
+def booster_params(params: TrainParams, monotone: Sequence[int], seed: int) -> dict[str, Any]:
+    """``xgb.train``'s parameters for ``params``: binary:logistic, hist, the spec's monotone
+    constraints, all cores."""
+    return {
+        "objective": "binary:logistic",
+        "eval_metric": "logloss",
+        "tree_method": "hist",
+        "eta": params.eta,
+        "max_depth": params.max_depth,
+        "min_child_weight": params.min_child_weight,
+        "subsample": params.subsample,
+        "colsample_bytree": params.colsample_bytree,
+        "lambda": params.reg_lambda,
+        "alpha": params.reg_alpha,
+        "gamma": params.gamma,
+        "monotone_constraints": "(" + ",".join(str(int(m)) for m in monotone) + ")",
+        "seed": seed,
+        "nthread": 0,
+        "verbosity": 0,
+    }
 
 
 @dataclass(frozen=True)
@@ -69,26 +89,11 @@ def fit(
     )
     dfit = xgb.DMatrix(x[np.sort(fit_idx)], label=y[np.sort(fit_idx)], missing=np.nan)
     dval = xgb.DMatrix(x[np.sort(val_idx)], label=y[np.sort(val_idx)], missing=np.nan)
-    booster_params: dict[str, Any] = {
-        "objective": "binary:logistic",
-        "eval_metric": "logloss",
-        "tree_method": "hist",
-        "eta": params.eta,
-        "max_depth": params.max_depth,
-        "min_child_weight": params.min_child_weight,
-        "subsample": params.subsample,
-        "colsample_bytree": params.colsample_bytree,
-        "lambda": params.reg_lambda,
-        "monotone_constraints": "(" + ",".join(str(int(m)) for m in monotone) + ")",
-        "seed": seed,
-        "nthread": params.nthread,
-        "verbosity": 0,
-    }
     callbacks: list[xgb.callback.TrainingCallback] = []
     if on_round is not None:
         callbacks.append(_Progress(on_round))
     booster = xgb.train(
-        booster_params,
+        booster_params(params, monotone, seed),
         dfit,
         num_boost_round=params.max_rounds,
         evals=[(dval, "validation")],
@@ -101,6 +106,31 @@ def fit(
     return FitResult(
         booster=booster[: best + 1], best_iteration=best, best_validation_logloss=score
     )
+
+
+def fit_rounds(
+    x: npt.NDArray[np.float32],
+    y: npt.NDArray[np.int8],
+    *,
+    monotone: Sequence[int],
+    params: TrainParams,
+    rounds: int,
+    seed: int,
+    on_round: Callable[[int], None] | None = None,
+) -> FitResult:
+    """Train on all of ``x`` for exactly ``rounds`` rounds (no early stopping): the refit after
+    a search whose cross-validation chose the rounds."""
+    callbacks: list[xgb.callback.TrainingCallback] = []
+    if on_round is not None:
+        callbacks.append(_Progress(on_round))
+    booster = xgb.train(
+        booster_params(params, monotone, seed),
+        xgb.DMatrix(x, label=y, missing=np.nan),
+        num_boost_round=rounds,
+        verbose_eval=False,
+        callbacks=callbacks,
+    )
+    return FitResult(booster=booster, best_iteration=rounds - 1, best_validation_logloss=np.nan)
 
 
 def predict_margin(booster: xgb.Booster, x: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:

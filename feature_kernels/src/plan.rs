@@ -6,17 +6,14 @@ use std::sync::Arc;
 
 use altscore_kernels::plan::{InputSlot, Plan, RowInputs};
 use altscore_kernels::row::{RowBuilder, RowInput};
-use altscore_kernels::{KernelError, Violation, ViolationKind};
+use altscore_kernels::{BadRows, KernelError, Violation, ViolationKind};
 use numpy::ndarray::Array2;
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyList, PyString, PyTuple};
 
-use crate::errors::to_py_err;
-
-/// Most violations reported per column by the column path.
-const MAX_COLUMN_VIOLATIONS: usize = 20;
+use crate::errors::{to_py_err, MAX_COLUMN_VIOLATIONS};
 
 pub fn violations_to_py<'py>(py: Python<'py>, v: &[Violation]) -> PyResult<Bound<'py, PyList>> {
     let list = PyList::empty(py);
@@ -335,8 +332,9 @@ fn columns_eval(
 ) -> Result<Vec<f32>, KernelError> {
     let mut out = vec![0.0f32; n_rows * k];
     let mut scratch = vec![0.0; plan.n_slots()];
-    let mut bad: Vec<Violation> = Vec::new();
+    let mut listed: Vec<(usize, Violation)> = Vec::new();
     let mut per_column: HashMap<String, usize> = HashMap::new();
+    let mut bad_rows = 0usize;
     let mut row_violations = Vec::new();
     for (r, dst) in out.chunks_mut(k.max(1)).enumerate().take(n_rows) {
         row_violations.clear();
@@ -357,6 +355,10 @@ fn columns_eval(
             categorical: cats,
         };
         plan.eval_row(&row, &mut scratch, dst, &mut row_violations);
+        if row_violations.is_empty() {
+            continue;
+        }
+        bad_rows += 1;
         for v in row_violations.drain(..) {
             // Row path fields are "numeric.x"/"categorical.x"; columns are named by the input.
             let column = v
@@ -368,26 +370,19 @@ fn columns_eval(
             let seen = per_column.entry(column.clone()).or_insert(0);
             *seen += 1;
             if *seen <= MAX_COLUMN_VIOLATIONS {
-                bad.push(Violation::new(
-                    column,
-                    v.kind,
-                    format!("row {r}: {}", v.description),
-                ));
+                listed.push((r, Violation::new(column, v.kind, v.description)));
             }
         }
     }
-    if bad.is_empty() {
-        Ok(out)
-    } else {
-        for (column, count) in &per_column {
-            if *count > MAX_COLUMN_VIOLATIONS {
-                bad.push(Violation::new(
-                    column,
-                    ViolationKind::TooManyViolations,
-                    format!("{count} bad rows in all (first {MAX_COLUMN_VIOLATIONS} listed)"),
-                ));
-            }
-        }
-        Err(KernelError::Invalid(bad))
+    if bad_rows == 0 {
+        return Ok(out);
     }
+    let mut per_column: Vec<(String, usize)> = per_column.into_iter().collect();
+    per_column.sort();
+    Err(KernelError::InvalidRows(BadRows {
+        listed,
+        per_column,
+        bad_rows,
+        n_rows,
+    }))
 }

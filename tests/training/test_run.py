@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import polars as pl
 import pytest
 from rich.console import Console
 
@@ -177,3 +178,52 @@ def test_retrain_registers_a_shadowed_challenger_only_when_its_gates_pass(tmp_pa
     run = registry.client.get_run(challenger.run_id or "")
     assert run.data.params["train.eta"] == "0.1"  # the champion's hyper-parameters
     assert run.data.params["train.max_rounds"] == "150"
+
+
+def test_bad_training_rows_are_reported_for_a_person(tmp_path: Path) -> None:
+    """A required input with missing values: one line per problem with 1-based rows and file
+    lines, the count of bad rows, the hint of the spec change; no Python reprs (CSV and
+    Parquet)."""
+    from tests.conftest import GMSC_DATA, GMSC_SPEC
+
+    spec = GMSC_SPEC.read_text()
+    required = spec.replace(
+        "    required: false\n    range: [0, 100000000]", "    range: [0, 100000000]"
+    )
+    assert required != spec
+    spec_file = tmp_path / "gmsc-required.yaml"
+    spec_file.write_text(required)
+    with GMSC_DATA.open() as src:
+        head = "".join(line for _, line in zip(range(301), src, strict=False))
+    csv = tmp_path / "gmsc.csv"
+    csv.write_text(head)
+    frame = pl.read_csv(csv, null_values=["NA", ""])
+    missing = frame["MonthlyIncome"].is_null()
+    rows = [i + 1 for i, m in enumerate(missing.to_list()) if m]  # data rows from 1
+    parquet = tmp_path / "gmsc.parquet"
+    frame.write_parquet(parquet)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALTSCORE_")}
+    env["ALTSCORE_STATE_DIR"] = str(tmp_path / "state")
+    for data, where in ((csv, f"row {rows[0]} (line {rows[0] + 1})"), (parquet, f"row {rows[0]}")):
+        done = subprocess.run(
+            [sys.executable, "-m", "training", "train", "--spec", str(spec_file), "--data",
+             str(data)],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 2
+        err = done.stderr
+        assert "Traceback" not in err
+        assert "('" not in err  # no tuple repr
+        assert f"{len(rows)} of 300 rows of {data} break the spec {spec_file}:" in err
+        problems = [line for line in err.splitlines() if "required feature is missing" in line]
+        assert len(problems) == min(len(rows), 20)  # one line each, listed once
+        assert problems[0].strip() == (
+            f"{data}, {where}, column 'MonthlyIncome': required feature is missing"
+        )
+        if len(rows) > 20:
+            assert (
+                f"... {len(rows) - 20} more in column 'MonthlyIncome' ({len(rows)} in all)" in err
+            )
+        assert "hint: input monthly_income is required" in err
+        assert "`required: false`" in err
+        assert "`impute: <value>`" in err

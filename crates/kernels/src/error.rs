@@ -106,6 +106,35 @@ impl fmt::Display for Violation {
     }
 }
 
+/// Rows of a column batch (the training path) that broke the spec.
+#[derive(Debug)]
+pub struct BadRows {
+    /// The first problems of each column (a capped number per column), in the order met:
+    /// (row from 0, the violation; its field is the column).
+    pub listed: Vec<(usize, Violation)>,
+    /// Every column with a problem and how many problems it has (one per bad cell), by name.
+    pub per_column: Vec<(String, usize)>,
+    /// Rows with at least one problem.
+    pub bad_rows: usize,
+    /// Rows in the batch.
+    pub n_rows: usize,
+}
+
+impl fmt::Display for BadRows {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} of {} rows break the spec (",
+            self.bad_rows, self.n_rows
+        )?;
+        for (i, (column, count)) in self.per_column.iter().enumerate() {
+            let sep = if i == 0 { "" } else { ", " };
+            write!(f, "{sep}{column}: {count}")?;
+        }
+        write!(f, ")")
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
     /// The plan (a normalised feature spec) is inconsistent.
@@ -114,6 +143,9 @@ pub enum KernelError {
     /// Input data broke the spec; every bad field is listed.
     #[error("{} invalid field(s): {}", .0.len(), join(.0))]
     Invalid(Vec<Violation>),
+    /// Rows of a column batch broke the spec (the first problems per column are listed).
+    #[error("{0}")]
+    InvalidRows(BadRows),
     /// Array shapes or lengths do not fit together.
     #[error("shape error: {0}")]
     Shape(String),

@@ -21,5 +21,5 @@ pub mod reasons;
 pub mod routing;
 pub mod row;
 
-pub use error::{KernelError, Violation, ViolationKind};
+pub use error::{BadRows, KernelError, Violation, ViolationKind};
 pub use plan::Plan;

@@ -29,6 +29,7 @@ __all__ = [
     "FeatureSpec",
     "HistoryTable",
     "InputDef",
+    "ModelDef",
     "SpecError",
     "TargetDef",
     "load_spec",
@@ -41,7 +42,11 @@ class SpecError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    # attribute docstrings become the fields' descriptions: the spec reference and the CLI's
+    # --help are generated from them
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, allow_inf_nan=False, use_attribute_docstrings=True
+    )
 
 
 class InputDef(_Strict):
@@ -274,6 +279,36 @@ class MonitoringDef(_Strict):
         return d.stattest or self.stattest, d.threshold or self.threshold
 
 
+class ModelDef(_Strict):
+    """XGBoost's hyper-parameters for models of this spec (``python -m training train``; its
+    flags of the same names override them, ``--tune`` searches them). Every key has a default:
+    the PEERS.md baseline protocol (hist, eta 0.05, depth 4, early stopping on 10 % of the
+    training part) with row and column subsampling."""
+
+    eta: Annotated[float, Field(gt=0, le=1)] = 0.05
+    """Learning rate: the shrinkage of each tree."""
+    max_depth: Annotated[int, Field(ge=1, le=16)] = 4
+    """Depth of each tree."""
+    max_rounds: Annotated[int, Field(ge=1)] = 2000
+    """Most boosting rounds (trees); early stopping usually ends sooner."""
+    early_stopping_rounds: Annotated[int, Field(ge=1)] = 100
+    """Rounds without improvement on the validation share before boosting stops."""
+    min_child_weight: Annotated[float, Field(ge=0)] = 1.0
+    """Least hessian (about rows * p(1-p)) in a leaf: larger values make coarser, steadier trees."""
+    subsample: Annotated[float, Field(gt=0, le=1)] = 0.8
+    """Share of rows each tree sees."""
+    colsample_bytree: Annotated[float, Field(gt=0, le=1)] = 0.8
+    """Share of features each tree sees."""
+    reg_lambda: Annotated[float, Field(ge=0)] = 1.0
+    """L2 penalty on leaf weights (XGBoost's ``lambda``)."""
+    reg_alpha: Annotated[float, Field(ge=0)] = 0.0
+    """L1 penalty on leaf weights (XGBoost's ``alpha``)."""
+    gamma: Annotated[float, Field(ge=0)] = 0.0
+    """Least loss reduction a split must bring (XGBoost's ``gamma``)."""
+    validation_share: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    """Share of the training part held out (stratified) for early stopping."""
+
+
 class TargetDef(_Strict):
     """The label column of the training data and which of its values mean default."""
 
@@ -295,6 +330,8 @@ class FeatureSpec(_Strict):
     entity: EntityDef | None = None
     monitoring: MonitoringDef = Field(default_factory=MonitoringDef)
     """Drift checks of the served model (not part of the plan or its schema hash)."""
+    model: ModelDef = Field(default_factory=ModelDef)
+    """XGBoost's hyper-parameters (not part of the plan or its schema hash)."""
 
     @model_validator(mode="after")
     def _check(self) -> FeatureSpec:
