@@ -3,7 +3,8 @@
 Layout::
 
     booster.json     XGBoost model (JSON)
-    spec.yaml        the feature spec the model was trained on (verbatim copy)
+    spec.yaml        the feature spec the model was trained on: a verbatim copy, or the spec as
+                     fitted when it learns from data (``frequency_rank`` -> ``ordinal`` maps)
     reference.npz    features (float32 [n, k]) and XGBoost's margins (float64 [n]) for parity gates
                      and, later, drift
     calibration.npz  PD -> observed default rate on the holdout (isotonic knots), for the drift
@@ -115,13 +116,17 @@ class ModelBundle:
         *,
         booster_json: bytes,
         spec_file: Path,
+        spec_text: str | None = None,
         reference: ReferenceSample,
         metadata: dict[str, Any],
         calibration: Calibration | None = None,
     ) -> ModelBundle:
         path.mkdir(parents=True, exist_ok=True)
         (path / BOOSTER).write_bytes(booster_json)
-        shutil.copyfile(spec_file, path / SPEC)
+        if spec_text is None:
+            shutil.copyfile(spec_file, path / SPEC)
+        else:
+            (path / SPEC).write_text(spec_text, encoding="utf-8")
         np.savez_compressed(path / REFERENCE, features=reference.features, margin=reference.margin)
         if calibration is not None:
             np.savez_compressed(

@@ -43,6 +43,7 @@ import polars as pl
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from credit_core import ModelBundle
+from credit_core.drift import value_drift
 from credit_core.evaluation import matched
 from credit_core.performance import estimated_auc, realised_auc
 from credit_core.registry import CHAMPION, MlflowRegistry, ModelVersionRef
@@ -342,8 +343,6 @@ class DriftWorker:
     ) -> tuple[WindowResult, Any]:
         """The window's checks, and the Evidently snapshot they came from (for the report)."""
         import pandas as pd
-        from evidently import DataDefinition, Dataset, Report
-        from evidently.metrics import ValueDrift
 
         m = served.monitoring
         features = np.array(
@@ -355,21 +354,8 @@ class DriftWorker:
         current[PD] = pd_values
         columns = [*served.names, PD]
         tests = {c: m.test_of(None if c == PD else c) for c in columns}
-        report = Report(
-            [ValueDrift(column=c, method=t, threshold=th) for c, (t, th) in tests.items()],
-            include_tests=True,
-        )
-        definition = DataDefinition(numerical_columns=columns)
-        snapshot = report.run(
-            Dataset.from_pandas(current, data_definition=definition),
-            Dataset.from_pandas(served.reference, data_definition=definition),
-        )
-        found = snapshot.dict()
-        scores = {str(x["config"]["column"]): float(x["value"]) for x in found["metrics"]}
-        failed = {
-            str(t["metric_config"]["params"]["column"]): t["status"] == "FAIL"
-            for t in found["tests"]
-        }
+        drift = value_drift(served.reference, current, tests)
+        scores, failed, snapshot = drift.scores, drift.drifted, drift.snapshot
         calibration = served.bundle.calibration()
         p_default = None if calibration is None else calibration(pd_values)
         ids = window["request_id"].to_list()

@@ -44,7 +44,7 @@ class _Help(argparse.HelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
         text = action.help or ""
-        if "(default" in text or action.default in (None, False, argparse.SUPPRESS):
+        if "(default" in text or any(action.default is v for v in (None, False, argparse.SUPPRESS)):
             return text
         return f"{text} (default: %(default)s)"
 
@@ -449,6 +449,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     route.add_argument("--model-name", default=None)
     route.add_argument("--state-dir", type=Path, default=None, help="default: ALTSCORE_STATE_DIR")
+    for command in sub.choices.values():  # every subcommand's --help shows the defaults
+        command.formatter_class = _Help
     ns = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     console = Console(stderr=True)

@@ -210,7 +210,8 @@ def ks_statistic(y: npt.ArrayLike, p: npt.ArrayLike) -> float:
     return float(np.abs(gap).max())
 
 
-def _z(level: float) -> float:
+def z_value(level: float) -> float:
+    """The two-sided normal quantile of a ``level`` interval (1.96 for 0.95)."""
     return NormalDist().inv_cdf(0.5 + level / 2.0)
 
 
@@ -279,7 +280,7 @@ def _stats(
     both = 0 < positives < n
     auc, cov = auc_delong(y, pds) if both else (None, None)
     boot = _bootstrap(y, pds, n_boot, seed, level) if n else None
-    z = _z(level)
+    z = z_value(level)
     out = []
     for j, variant in enumerate(variants):
         auc_j = se = None
@@ -324,7 +325,7 @@ def _difference(
         p = math.erfc(abs(z) / math.sqrt(2.0))
     else:  # identical rankings: no uncertainty about a zero difference
         z, p = (0.0, 1.0) if diff == 0 else (math.copysign(math.inf, diff), 0.0)
-    half = _z(level) * se
+    half = z_value(level) * se
     return AucDifference(
         paired=paired,
         n_champion=n[0],

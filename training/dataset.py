@@ -19,11 +19,14 @@ __all__ = [
     "TrainingDataError",
     "describe_bad_rows",
     "labels",
+    "learned_columns",
     "load_frame",
     "stratified_split",
 ]
 
-NULL_VALUES = ["NA", ""]
+NULL_VALUES = ["NA", "", "NULL", " "]
+"""Markers of a missing value in CSV/TSV training files (``NA``: Give Me Some Credit; empty:
+Home Credit, Zindi; ``NULL`` or a single space: PAKDD 2010)."""
 
 
 def load_frame(path: Path, spec: FeatureSpec) -> pl.DataFrame:
@@ -33,12 +36,28 @@ def load_frame(path: Path, spec: FeatureSpec) -> pl.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"training data not found: {path}")
     suffixes = path.suffixes
+    entity_inputs = set(spec.entity_inputs())
     if suffixes[-1:] == [".parquet"]:
         lf = pl.scan_parquet(path)
     else:
         sep = "\t" if ".tsv" in suffixes else ","
-        lf = pl.scan_csv(path, separator=sep, null_values=NULL_VALUES, infer_schema_length=10000)
-    entity_inputs = set(spec.entity_inputs())
+        header = pl.scan_csv(path, separator=sep, infer_schema_length=0).collect_schema()
+        # the spec says what each input is: numbers as Float64 whatever the first rows look
+        # like, categories as text (a code such as "095" keeps its zero)
+        overrides = {
+            spec.column_of(n): pl.String if d.type == "categorical" else pl.Float64
+            for n, d in spec.inputs.items()
+            if n not in entity_inputs
+            and spec.column_of(n) in header
+            and spec.column_of(n) not in spec.dates  # read as text, then day numbers
+        }
+        lf = pl.scan_csv(
+            path,
+            separator=sep,
+            null_values=NULL_VALUES,
+            infer_schema_length=10000,
+            schema_overrides=overrides,
+        )
     wanted = [spec.column_of(n) for n in spec.inputs if n not in entity_inputs]
     wanted.append(spec.target.column)
     if spec.entity is not None:
@@ -132,6 +151,19 @@ def describe_bad_rows(
 
 def _file_column(spec: FeatureSpec, name: str) -> str:
     return spec.column_of(name) if name in spec.inputs else name
+
+
+def learned_columns(
+    frame: pl.DataFrame, spec: FeatureSpec, rows: npt.NDArray[np.int64]
+) -> dict[str, list[str | None]]:
+    """The training part's values (``rows``) of every input a ``frequency_rank`` feature
+    learns from, as text (what :meth:`FeatureSpec.fitted` counts)."""
+    names = {f.input for f in spec.features if f.op == "frequency_rank" and f.input}
+    out: dict[str, list[str | None]] = {}
+    for name in sorted(names):
+        column = frame.get_column(spec.column_of(name)).cast(pl.String)
+        out[name] = column.gather(rows).to_list()
+    return out
 
 
 def labels(frame: pl.DataFrame, spec: FeatureSpec) -> npt.NDArray[np.int8]:

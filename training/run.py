@@ -22,17 +22,27 @@ from credit_core import ModelBundle, ModelRejectedError, ReferenceSample, Scorin
 from credit_core.bundle import ENTITIES
 from credit_core.performance import Calibration, estimated_auc
 from credit_core.registry import ChildRun, ModelVersionRef
-from feature_kernels import FeatureError, FeaturePipeline, load_spec
+from feature_kernels import FeatureError, FeaturePipeline, TreeEnsemble, load_spec, logistic
 from scoring_server.compile import ship_library
+from scoring_server.settings import ServerSettings
 from training.dataset import (
     TrainingDataError,
     describe_bad_rows,
     labels,
+    learned_columns,
     load_frame,
     stratified_split,
 )
 from training.evaluate import Evaluation, evaluate
 from training.publish import entity_snapshot
+from training.quality import (
+    Quality,
+    auc_interval,
+    gains_table,
+    monotone_check,
+    policy_bands,
+    population_stability,
+)
 from training.report import write_report
 from training.settings import TrainingSettings
 from training.train import TrainParams, fit, fit_rounds, logged_params, predict_margin
@@ -126,6 +136,67 @@ def _search(
     return result
 
 
+SCORE = "score"
+"""The score's row in the stability table."""
+SHAP_ROWS = 2000
+MONOTONE_ROWS = 200
+
+
+def _quality(
+    booster: Any,
+    pipeline: FeaturePipeline,
+    x_train: np.ndarray[Any, np.dtype[np.float32]],
+    y_train: np.ndarray[Any, np.dtype[np.int8]],
+    x_test: np.ndarray[Any, np.dtype[np.float32]],
+    y_test: np.ndarray[Any, np.dtype[np.int8]],
+    pd_test: np.ndarray[Any, np.dtype[np.float64]],
+    policy: ScoringPolicy,
+    *,
+    subject: str,
+    seed: int,
+) -> Quality:
+    """The report's committee sections (:mod:`training.quality`) for a fitted booster."""
+    names = pipeline.feature_names
+    pd_train = logistic(predict_margin(booster, x_train))
+    scores_train = policy.scores(pd_train).astype(np.float64)
+    scores_test = policy.scores(pd_test).astype(np.float64)
+    psi = population_stability(
+        np.column_stack([x_train, scores_train]),
+        np.column_stack([x_test, scores_test]),
+        [*names, SCORE],
+    )
+    gain = {
+        names[int(k[1:])]: float(v)
+        for k, v in booster.get_score(importance_type="total_gain").items()
+    }
+    total = sum(gain.values()) or 1.0
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(len(x_test), size=min(SHAP_ROWS, len(x_test)), replace=False))
+    rows = np.ascontiguousarray(x_test[sample], dtype=np.float32)
+    ensemble = TreeEnsemble.from_json(bytes(booster.save_raw(raw_format="json")).decode())
+    _, shap_values = ensemble.shap(rows)
+    mono_rows = rows[: min(MONOTONE_ROWS, len(rows))]
+    return Quality(
+        subject=subject,
+        auc_ci=auc_interval(y_test, pd_test),
+        train=evaluate(y_train, pd_train),
+        gains=gains_table(y_test, pd_test),
+        bands=policy_bands(y_test, pd_test, policy),
+        psi=psi,
+        importance={k: v / total for k, v in gain.items()},
+        shap_mean_abs={n: float(np.mean(np.abs(shap_values[:, j]))) for j, n in enumerate(names)},
+        shap_values=np.asarray(shap_values, dtype=np.float64),
+        shap_features=rows,
+        monotone=monotone_check(
+            lambda m: logistic(ensemble.predict_margin(np.ascontiguousarray(m))),
+            mono_rows,
+            names,
+            pipeline.monotone,
+        ),
+        policy=policy,
+    )
+
+
 def train_and_register(
     settings: TrainingSettings,
     *,
@@ -152,19 +223,21 @@ def train_and_register(
     """
     console = console or Console(stderr=True)
     spec = load_spec(spec_path)
-    pipeline = FeaturePipeline(spec)
     if params is None:
         params = spec.model
 
     with _step(console, f"loading {data_path}"):
         frame = load_frame(data_path, spec)
         y = labels(frame, spec)
+    split = stratified_split(y, settings.test_size, settings.seed)
+    source = spec
+    spec = spec.fitted(learned_columns(frame, spec, split.train))  # frequency ranks
+    pipeline = FeaturePipeline(spec)
     with _step(console, f"building {pipeline.n_features} features for {len(y):,} rows"):
         try:
             x = pipeline.transform_frame(frame)
         except FeatureError as e:
             raise TrainingDataError(describe_bad_rows(e, data_path, spec, spec_path)) from None
-    split = stratified_split(y, settings.test_size, settings.seed)
 
     tuned: TuneResult | None = None
     if tune is not None:
@@ -226,8 +299,29 @@ def train_and_register(
     ref_rows = np.sort(rng.choice(len(split.test), size=n_ref, replace=False))
     reference = ReferenceSample(features=x_test[ref_rows], margin=margin_test[ref_rows])
 
-    policy = ScoringPolicy()
-    scores = np.array([policy.score(float(p)) for p in pd_test])
+    policy = ServerSettings().policy()  # what the server answers with (ALTSCORE_*)
+    scores = policy.scores(pd_test).astype(np.float64)
+    with _step(console, "computing the report's gains, bands, stability, SHAP, monotonicity"):
+        quality = _quality(
+            result.booster,
+            pipeline,
+            x[split.train],
+            y[split.train],
+            x_test,
+            y_test,
+            pd_test,
+            policy,
+            subject=f"{spec.name} v{spec.version} on {data_path.name}",
+            seed=settings.seed,
+        )
+    report_metrics = dict(
+        auc_ci_low=quality.auc_ci[1],
+        auc_ci_high=quality.auc_ci[2],
+        train_auc=quality.train.auc,
+        psi_score=quality.psi[SCORE],
+        psi_max_feature=max((v for k, v in quality.psi.items() if k != SCORE), default=0.0),
+        monotone_violations=float(sum(m.violations for m in quality.monotone)),
+    )
     details: dict[str, str | float | int] = {
         "spec": f"{spec.name} v{spec.version}",
         "data": str(data_path),
@@ -264,6 +358,7 @@ def train_and_register(
                 bundle_dir,
                 booster_json=bytes(result.booster.save_raw(raw_format="json")),
                 spec_file=spec_path,
+                spec_text=None if spec is source else spec.to_yaml(),  # as fitted
                 reference=reference,
                 metadata=metadata,
                 calibration=calibration,
@@ -290,6 +385,8 @@ def train_and_register(
                 score=scores,
                 evaluation=evaluation,
                 details=details,
+                quality=quality,
+                feature_names=pipeline.feature_names,
             )
         with _step(console, f"logging to MLflow ({registry.tracking_uri})"):
             run_id = registry.log_run(
@@ -306,6 +403,7 @@ def train_and_register(
                 },
                 metrics={
                     **{f"holdout_{k}": v for k, v in metrics.items()},
+                    **report_metrics,
                     **(
                         {}
                         if tuned is None

@@ -13,7 +13,7 @@ The normalised form (``FeatureSpec.plan_json``) is what the Rust kernels compile
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -53,7 +53,12 @@ class InputDef(_Strict):
     """A raw input as it arrives in a request (and as a column in training data)."""
 
     type: Literal["number", "integer", "categorical"]
+    """``number`` (any finite value), ``integer`` (a fraction is rejected) or ``categorical``
+    (text; in training data a numeric column is read as text too, so ``1`` matches category
+    ``"1"``)."""
     required: bool = True
+    """A request (or training row) without a value is rejected. ``false``: a missing value
+    reaches the model as missing (XGBoost learns a direction for it), or ``impute`` fills it."""
     range: tuple[float | None, float | None] | None = None
     """Allowed closed interval; values outside it are rejected. ``null`` leaves a side open."""
     missing_codes: list[float] = Field(default_factory=list)
@@ -68,6 +73,7 @@ class InputDef(_Strict):
     overridable: bool = False
     """For an entity input: whether a request may send its own value instead of the stored one."""
     description: str = ""
+    """What the input is, for people (GetModelInfo shows it)."""
 
     def problems(self) -> list[tuple[str, str]]:
         """(key, problem) pairs; checked after parsing so each names its exact key."""
@@ -101,6 +107,7 @@ _NEEDS: dict[str, tuple[str, ...]] = {
     "difference": ("left", "right"),
     "ordinal": ("input", "mapping"),
     "one_hot": ("input", "categories"),
+    "frequency_rank": ("input",),
 }
 _ALLOWED: dict[str, set[str]] = {
     "value": {"input"},
@@ -112,6 +119,7 @@ _ALLOWED: dict[str, set[str]] = {
     "difference": {"left", "right", "scale"},
     "ordinal": {"input", "mapping", "unknown"},
     "one_hot": {"input", "categories", "unknown"},
+    "frequency_rank": {"input", "max_categories", "min_count"},
 }
 _OP_KEYS = set().union(*_ALLOWED.values())
 
@@ -120,6 +128,8 @@ class FeatureDef(_Strict):
     """One derived feature. Which keys apply depends on ``op``."""
 
     name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+    """The feature's name: the model column (``one_hot`` adds ``=<category>``) and its reason
+    code."""
     op: Literal[
         "value",
         "clip",
@@ -130,21 +140,45 @@ class FeatureDef(_Strict):
         "difference",
         "ordinal",
         "one_hot",
+        "frequency_rank",
     ]
+    """What computes it (``OPS`` describes each, with an example)."""
     input: str | None = None
+    """The operand of a one-operand op: an input, or an earlier feature."""
     left: str | None = None
+    """``difference``: the value subtracted from."""
     right: str | None = None
+    """``difference``: the value subtracted."""
     scale: float = 1.0
+    """``difference``: factor applied to ``left - right`` (e.g. 1/365.25 for days to years)."""
     numerator: str | None = None
+    """``ratio``: the dividend."""
     denominator: str | None = None
+    """``ratio``: the divisor."""
     min: float | None = None
+    """``clip``: lower bound (none when absent)."""
     max: float | None = None
+    """``clip``: upper bound (none when absent)."""
     on_zero: float | None = None
+    """``ratio``: the value when the denominator is 0; absent: missing."""
     boundaries: list[float] | None = None
+    """``bucketize``: strictly increasing cut points; the feature is the number of boundaries
+    at or below the value (0 .. len)."""
     mapping: dict[str, float] | None = None
+    """``ordinal``: category -> number (e.g. a ranking of account balances)."""
     categories: list[str] | None = None
+    """``one_hot``: the categories that get a column each, in order."""
+    max_categories: Annotated[int, Field(ge=1)] = 50
+    """``frequency_rank``: the most frequent categories of the training part that get a code
+    (the cap on a free-text column's cardinality)."""
+    min_count: Annotated[int, Field(ge=1)] = 1
+    """``frequency_rank``: fewest training rows a category needs to get a code."""
     unknown: Literal["error", "missing"] = "error"
+    """``ordinal`` / ``one_hot``: a category not listed is rejected (``error``) or read as
+    missing (``missing``: NaN for ordinal, all zeros for one_hot)."""
     monotone: Monotone = "none"
+    """The direction XGBoost must respect: ``increasing`` (a higher value never lowers the PD),
+    ``decreasing``, or ``none``; the training report checks it held."""
     reason: str = ""
     """Human text for reason codes: why this feature raises the risk."""
     output: bool = True
@@ -168,8 +202,8 @@ class FeatureDef(_Strict):
         if self.categories is not None:
             if not self.categories or len(set(self.categories)) != len(self.categories):
                 out.append(("categories", "must be a non-empty list without duplicates"))
-        if self.op == "one_hot" and self.monotone != "none":
-            out.append(("monotone", "a one_hot feature cannot carry a monotone constraint"))
+        if self.op in ("one_hot", "frequency_rank") and self.monotone != "none":
+            out.append(("monotone", f"a {self.op} feature cannot carry a monotone constraint"))
         if self.output and not self.reason.strip():
             out.append(("reason", "an output feature needs a human reason text"))
         return out
@@ -184,7 +218,9 @@ class DeriveDef(_Strict):
     """An event-level column computed before aggregation."""
 
     op: Literal["days_between"]
+    """``days_between``: ``end - start`` in days."""
     start: str
+    """The earlier date column of the table."""
     end: str
     """``end - start`` in days (both date columns of the table)."""
 
@@ -195,21 +231,29 @@ class HistoryTable(_Strict):
     file: str
     """Path relative to the folder of the application data file."""
     key: str
+    """Column holding the entity id (matched with the application's ``entity.key``)."""
     time: str | None = None
     """Event time (a date column): an event counts for an application only when it happened
     strictly before the application's ``as_of`` date (point in time: no leakage)."""
     dates: list[str] = Field(default_factory=list)
     """Date columns, read as (fractional) days since 1970-01-01."""
     derive: dict[str, DeriveDef] = Field(default_factory=dict)
+    """Event-level columns computed before aggregation, by name."""
 
 
 class EntityFeatureDef(_Strict):
     """One entity-level aggregate; it feeds the input of the same name (``source: entity``)."""
 
     name: str
+    """The entity input it fills (an input with ``source: entity`` of the same name)."""
     table: str
+    """The history table (a key of ``entity.tables``)."""
     agg: Literal["count", "sum", "mean", "min", "max", "rate", "attribute"]
+    """``count`` of events; ``sum`` / ``mean`` / ``min`` / ``max`` of ``column``; ``rate``:
+    the share of events whose ``column`` is above ``above``; ``attribute``: the value of
+    ``column`` in a table without ``time`` (one row per entity)."""
     column: str | None = None
+    """The table column aggregated (all aggregates but ``count``)."""
     above: float = 0.0
     """``rate``: the share of events whose ``column`` is above this."""
     window_days: Annotated[float, Field(gt=0)] | None = None
@@ -220,6 +264,8 @@ class EntityDef(_Strict):
     """How entity inputs are built from history tables, offline (training) and for publishing."""
 
     name: str
+    """The entity's name (e.g. ``customer``); with the spec's name and version it makes the
+    online store's namespace."""
     key: str
     """Application column holding the entity id (the request's ``applicant_id``)."""
     as_of: str
@@ -228,7 +274,9 @@ class EntityDef(_Strict):
     """True: when the online store fails, score without entity features (answer flagged
     degraded); False: such requests fail with UNAVAILABLE."""
     tables: dict[str, HistoryTable]
+    """The history tables, by name."""
     features: list[EntityFeatureDef]
+    """The aggregates, one per entity input."""
 
 
 DRIFT_TESTS = (
@@ -244,7 +292,9 @@ class DriftTestDef(_Strict):
     """One column's drift test; unset parts take the monitoring section's defaults."""
 
     stattest: Literal[DRIFT_TESTS] | None = None  # type: ignore[valid-type]
+    """The test (absent: the section's ``stattest``)."""
     threshold: Annotated[float, Field(gt=0)] | None = None
+    """Its threshold (absent: the section's ``threshold``)."""
 
 
 class MonitoringDef(_Strict):
@@ -256,9 +306,11 @@ class MonitoringDef(_Strict):
     window_seconds: Annotated[float, Field(gt=0)] | None = None
     """... or (when set) once this long passed since its first one and it holds ``min_rows``."""
     min_rows: Annotated[int, Field(ge=50)] = 500
+    """Fewest predictions a window closed by time must hold to be checked."""
     stattest: Literal[DRIFT_TESTS] = "psi"  # type: ignore[valid-type]
     """Default test of every output feature against the model's reference sample."""
     threshold: Annotated[float, Field(gt=0)] = 0.2
+    """Default threshold: a p-value below it, or a distance at or above it, is drift."""
     features: dict[str, DriftTestDef] = Field(default_factory=dict)
     """Per-feature overrides, keyed by output feature name."""
     prediction: DriftTestDef = Field(default_factory=DriftTestDef)
@@ -313,21 +365,31 @@ class TargetDef(_Strict):
     """The label column of the training data and which of its values mean default."""
 
     column: str
+    """The label column of the training data."""
     positive: list[int | str]
+    """Its values that mean default (e.g. ``[1]``, or ``["bad"]``)."""
 
 
 class FeatureSpec(_Strict):
     """A validated feature spec."""
 
     name: Annotated[str, Field(min_length=1, pattern=r"^[a-z][a-z0-9_]*$")]
+    """The spec's name (lower case): with ``version``, what a model records it was trained on."""
     version: Annotated[int, Field(ge=1)]
+    """Raise it when inputs or features change meaning."""
     description: str = ""
+    """What the data is, for people."""
     target: TargetDef
+    """The label (training only)."""
     dates: list[str] = Field(default_factory=list)
     """Columns of the application data holding dates, read as (fractional) days since 1970-01-01."""
     inputs: dict[str, InputDef]
+    """The raw inputs a request sends (or the store provides), by name."""
     features: list[FeatureDef]
+    """The derived features, in the model's vector order; operands name inputs first, then
+    earlier features."""
     entity: EntityDef | None = None
+    """Entity features from history tables (alternative data), served from the online store."""
     monitoring: MonitoringDef = Field(default_factory=MonitoringDef)
     """Drift checks of the served model (not part of the plan or its schema hash)."""
     model: ModelDef = Field(default_factory=ModelDef)
@@ -346,7 +408,15 @@ class FeatureSpec(_Strict):
         return self
 
     def plan(self) -> dict[str, Any]:
-        """The normalised plan the Rust kernels compile (descriptions and reasons left out)."""
+        """The normalised plan the Rust kernels compile (descriptions and reasons left out).
+        Raises ``SpecError`` while a ``frequency_rank`` feature is not fitted."""
+        unfitted = [f.name for f in self.features if f.op == "frequency_rank"]
+        if unfitted:
+            raise SpecError(
+                f"{self.name}: frequency_rank feature(s) {', '.join(unfitted)} are learned at "
+                "training time: fit the spec on training data (FeatureSpec.fitted), or load "
+                "the spec a model bundle carries"
+            )
         inputs = []
         for name, d in self.inputs.items():
             lo, hi = d.range if d.range is not None else (None, None)
@@ -394,6 +464,46 @@ class FeatureSpec(_Strict):
             "features": features,
             "entity": entity,
         }
+
+    def fitted(self, columns: Mapping[str, Sequence[str | None]]) -> FeatureSpec:
+        """This spec with every ``frequency_rank`` feature learned from ``columns`` (input name
+        -> the training part's values): an ``ordinal`` feature whose mapping codes the
+        ``max_categories`` most frequent categories with at least ``min_count`` rows 1, 2, ...
+        (most frequent first; ties by name), every other category reading as missing. What a
+        model bundle stores, so serving applies the same map."""
+        if not any(f.op == "frequency_rank" for f in self.features):
+            return self
+        features = []
+        for f in self.features:
+            if f.op != "frequency_rank":
+                features.append(f)
+                continue
+            assert f.input is not None
+            counts: dict[str, int] = {}
+            for value in columns[f.input]:
+                if value is not None:
+                    counts[value] = counts.get(value, 0) + 1
+            kept = sorted(
+                ((c, n) for c, n in counts.items() if n >= f.min_count),
+                key=lambda cn: (-cn[1], cn[0]),
+            )[: f.max_categories]
+            features.append(
+                FeatureDef(
+                    name=f.name,
+                    op="ordinal",
+                    input=f.input,
+                    mapping={c: float(rank) for rank, (c, _) in enumerate(kept, start=1)},
+                    unknown="missing",
+                    reason=f.reason,
+                    output=f.output,
+                )
+            )
+        return self.model_copy(update={"features": features})
+
+    def to_yaml(self) -> str:
+        """The spec as YAML (defaults left out): what ``load_spec`` reads back unchanged."""
+        data = self.model_dump(mode="json", exclude_defaults=True)
+        return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 
     def plan_json(self) -> str:
         """``plan()`` as compact JSON."""
@@ -454,7 +564,7 @@ def _cross_check(spec: FeatureSpec) -> list[str]:
                 continue
             if f.op == "missing_indicator" and ref in categorical:
                 continue  # a categorical input may be checked for presence
-            if f.op in ("ordinal", "one_hot"):
+            if f.op in ("ordinal", "one_hot", "frequency_rank"):
                 if ref not in categorical:
                     problems.append(f"{key}.{field}: {ref!r} is not a categorical input")
             elif ref in categorical:
