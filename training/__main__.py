@@ -418,6 +418,13 @@ def main(argv: list[str] | None = None) -> int:
             )
             tuning.add_argument("--folds", type=int, default=3, help="cross-validation folds")
             p.add_argument(
+                "--dask-scheduler",
+                default=None,
+                metavar="ADDRESS",
+                help="build the features and boost on a Dask cluster (tcp://host:8786; "
+                "`local`: a LocalCluster on this machine); see training/distributed.py",
+            )
+            p.add_argument(
                 "--champion",
                 choices=["if-missing", "always", "never"],
                 default="if-missing",
@@ -488,6 +495,7 @@ def main(argv: list[str] | None = None) -> int:
             data_path=data,
             params=_params(ns),
             tune=_tune(ns),
+            dask_scheduler=getattr(ns, "dask_scheduler", None),
             champion=getattr(ns, "champion", "if-missing"),
             alias=getattr(ns, "alias", CHAMPION),
             console=console,

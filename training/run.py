@@ -8,7 +8,7 @@ import datetime as dt
 import logging
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +45,14 @@ from training.quality import (
 )
 from training.report import write_report
 from training.settings import TrainingSettings
-from training.train import TrainParams, fit, fit_rounds, logged_params, predict_margin
+from training.train import (
+    FitResult,
+    TrainParams,
+    fit,
+    fit_rounds,
+    logged_params,
+    predict_margin,
+)
 from training.tune import TrialRecord, TuneResult, TuneSettings
 
 __all__ = ["TrainOutcome", "bundle_metadata", "train_and_register"]
@@ -197,6 +204,85 @@ def _quality(
     )
 
 
+def _boost(
+    console: Console,
+    x: np.ndarray[Any, np.dtype[np.float32]],
+    y: np.ndarray[Any, np.dtype[np.int8]],
+    rows: np.ndarray[Any, np.dtype[np.int64]],
+    pipeline: FeaturePipeline,
+    params: TrainParams,
+    tuned: TuneResult | None,
+    seed: int,
+) -> FitResult:
+    with Progress(
+        TextColumn("boosting"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("rounds" if tuned else "rounds (max)"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        if tuned is None:
+            task = progress.add_task("boosting", total=params.max_rounds)
+            return fit(
+                x[rows],
+                y[rows],
+                monotone=pipeline.monotone,
+                params=params,
+                seed=seed,
+                on_round=lambda n: progress.update(task, completed=n),
+            )
+        # the refit: the whole training part, the rounds the cross-validation chose
+        task = progress.add_task("boosting", total=tuned.rounds)
+        return fit_rounds(
+            x[rows],
+            y[rows],
+            monotone=pipeline.monotone,
+            params=params,
+            rounds=tuned.rounds,
+            seed=seed,
+            on_round=lambda n: progress.update(task, completed=n),
+        )
+
+
+def _on_dask(
+    console: Console,
+    address: str,
+    frame: Any,
+    y: np.ndarray[Any, np.dtype[np.int8]],
+    rows: np.ndarray[Any, np.dtype[np.int64]],
+    spec: Any,
+    pipeline: FeaturePipeline,
+    params: TrainParams,
+    seed: int,
+    describe: Callable[[FeatureError], str],
+) -> tuple[np.ndarray[Any, np.dtype[np.float32]], FitResult]:
+    """Features on the Dask workers, boosting by ``xgboost.dask`` (:mod:`training.distributed`);
+    the features come back for the evaluation and report."""
+    from training.distributed import dask_client, features_on_workers, fit_on_workers
+
+    with dask_client(address) as client:
+        workers = len(client.scheduler_info()["workers"])
+        text = f"building {pipeline.n_features} features for {len(y):,} rows on {workers} workers"
+        with _step(console, text):
+            try:
+                features = features_on_workers(client, spec, frame, pipeline.n_features)
+                x = np.asarray(features.compute(), dtype=np.float32)
+            except FeatureError as e:
+                raise TrainingDataError(describe(e)) from None
+        with _step(console, f"boosting on {workers} Dask workers (xgboost.dask)"):
+            result = fit_on_workers(
+                client,
+                features[rows],
+                y[rows],
+                monotone=list(pipeline.monotone),
+                params=params,
+                seed=seed,
+            )
+    return x, result
+
+
 def train_and_register(
     settings: TrainingSettings,
     *,
@@ -204,6 +290,7 @@ def train_and_register(
     data_path: Path,
     params: TrainParams | None = None,
     tune: TuneSettings | None = None,
+    dask_scheduler: str | None = None,
     champion: str = "if-missing",
     alias: str = CHAMPION,
     console: Console | None = None,
@@ -213,7 +300,8 @@ def train_and_register(
     ``params``: XGBoost's hyper-parameters (default: the spec's ``model`` section). ``tune``:
     search them first by cross-validation on the training part (:mod:`training.tune`); the
     best trial is refit on the whole training part and every trial is logged to MLflow as a
-    child run of the training run.
+    child run of the training run. ``dask_scheduler``: build the features and boost on a Dask
+    cluster (:mod:`training.distributed`; ``local`` for a ``LocalCluster``).
 
     ``champion``: ``if-missing`` sets the alias only when none exists, ``always`` moves it,
     ``never`` leaves it. The alias is set only when the holdout AUC passes ``settings.min_auc``.
@@ -233,46 +321,29 @@ def train_and_register(
     source = spec
     spec = spec.fitted(learned_columns(frame, spec, split.train))  # frequency ranks
     pipeline = FeaturePipeline(spec)
-    with _step(console, f"building {pipeline.n_features} features for {len(y):,} rows"):
-        try:
-            x = pipeline.transform_frame(frame)
-        except FeatureError as e:
-            raise TrainingDataError(describe_bad_rows(e, data_path, spec, spec_path)) from None
-
     tuned: TuneResult | None = None
-    if tune is not None:
-        tuned = _search(console, x[split.train], y[split.train], pipeline, params, tune, settings)
-        params = tuned.params
-    with Progress(
-        TextColumn("boosting"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("rounds" if tuned else "rounds (max)"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
-        if tuned is None:
-            task = progress.add_task("boosting", total=params.max_rounds)
-            result = fit(
-                x[split.train],
-                y[split.train],
-                monotone=pipeline.monotone,
-                params=params,
-                seed=settings.seed,
-                on_round=lambda n: progress.update(task, completed=n),
+    if dask_scheduler is not None:
+        if tune is not None:
+            raise ValueError(
+                "--tune runs on one machine: tune there, then train the chosen parameters "
+                "(the run's train.* params) on the cluster with --dask-scheduler"
             )
-        else:  # the refit: the whole training part, the rounds the cross-validation chose
-            task = progress.add_task("boosting", total=tuned.rounds)
-            result = fit_rounds(
-                x[split.train],
-                y[split.train],
-                monotone=pipeline.monotone,
-                params=params,
-                rounds=tuned.rounds,
-                seed=settings.seed,
-                on_round=lambda n: progress.update(task, completed=n),
+        x, result = _on_dask(
+            console, dask_scheduler, frame, y, split.train, spec, pipeline, params, settings.seed,
+            lambda e: describe_bad_rows(e, data_path, spec, spec_path),
+        )  # fmt: skip
+    else:
+        with _step(console, f"building {pipeline.n_features} features for {len(y):,} rows"):
+            try:
+                x = pipeline.transform_frame(frame)
+            except FeatureError as e:
+                raise TrainingDataError(describe_bad_rows(e, data_path, spec, spec_path)) from None
+        if tune is not None:
+            tuned = _search(
+                console, x[split.train], y[split.train], pipeline, params, tune, settings
             )
+            params = tuned.params
+        result = _boost(console, x, y, split.train, pipeline, params, tuned, settings.seed)
     trees = result.best_iteration + 1
     console.log(
         f"boosting stopped: {trees} trees (best validation round)"

@@ -16,6 +16,7 @@ __all__ = [
     "FitResult",
     "TrainParams",
     "booster_params",
+    "early_stopping_split",
     "fit",
     "fit_rounds",
     "logged_params",
@@ -70,6 +71,19 @@ class _Progress(xgb.callback.TrainingCallback):
         return False
 
 
+def early_stopping_split(
+    y: npt.NDArray[np.int8], share: float, seed: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """(rows boosted on, rows early stopping watches), each sorted: a stratified ``share`` of
+    the training part held out."""
+    from sklearn.model_selection import train_test_split
+
+    fit_idx, val_idx = train_test_split(
+        np.arange(len(y)), test_size=share, stratify=y, random_state=seed
+    )
+    return np.sort(fit_idx), np.sort(val_idx)
+
+
 def fit(
     x: npt.NDArray[np.float32],
     y: npt.NDArray[np.int8],
@@ -81,14 +95,9 @@ def fit(
 ) -> FitResult:
     """Train a binary:logistic booster with early stopping on a stratified share of ``x``; the
     returned booster keeps only the trees up to the best iteration."""
-    from sklearn.model_selection import train_test_split
-
-    idx = np.arange(len(y))
-    fit_idx, val_idx = train_test_split(
-        idx, test_size=params.validation_share, stratify=y, random_state=seed
-    )
-    dfit = xgb.DMatrix(x[np.sort(fit_idx)], label=y[np.sort(fit_idx)], missing=np.nan)
-    dval = xgb.DMatrix(x[np.sort(val_idx)], label=y[np.sort(val_idx)], missing=np.nan)
+    fit_idx, val_idx = early_stopping_split(y, params.validation_share, seed)
+    dfit = xgb.DMatrix(x[fit_idx], label=y[fit_idx], missing=np.nan)
+    dval = xgb.DMatrix(x[val_idx], label=y[val_idx], missing=np.nan)
     callbacks: list[xgb.callback.TrainingCallback] = []
     if on_round is not None:
         callbacks.append(_Progress(on_round))
