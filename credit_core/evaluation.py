@@ -295,7 +295,8 @@ def encode_line(record: PredictionRecord | OutcomeRecord) -> bytes:
 class EvaluationWriter(Generic[R]):
     """Buffered appender of one record kind to this writer's own segment files in
     ``directory``, or (``stream`` = ``(redis_url, key, max_len)``) to the shared log's Redis
-    Stream: the data plane's writer either way (one ``MULTI``/``EXEC`` of ``XADD``\ s per flush).
+    Stream: the data plane's writer either way (one ``MULTI``/``EXEC`` of ``XADD`` commands per
+    flush).
 
     Use it as a context manager or call :meth:`close`; see the module docstring for the costs.
     Thread-safe. Create it in the process that uses it (not before a fork).
