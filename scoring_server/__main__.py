@@ -36,7 +36,31 @@ def _log_handler(log_format: str) -> logging.Handler:
     return handler
 
 
+def token(argv: list[str]) -> int:
+    """``python -m scoring_server token [--name NAME]``: a new bearer token for
+    ``ReportOutcome``. The token goes to stdout (hand it to the caller); the line for
+    ``ALTSCORE_OUTCOME_TOKENS_FILE`` (its SHA-256, never the token) goes to stderr."""
+    import argparse
+    import hashlib
+    import secrets
+
+    parser = argparse.ArgumentParser(
+        prog="python -m scoring_server token", description=token.__doc__
+    )
+    parser.add_argument("--name", default="", help="who holds it (shown in the server's log)")
+    args = parser.parse_args(argv)
+    if "#" in args.name or "\n" in args.name:
+        parser.error("--name may not contain '#' or a line break")
+    value = secrets.token_urlsafe(32)
+    digest = hashlib.sha256(value.encode()).hexdigest()
+    print(value)
+    print(f"{digest} {args.name}".rstrip(), file=sys.stderr)
+    return 0
+
+
 def main() -> int:
+    if sys.argv[1:2] == ["token"]:
+        return token(sys.argv[2:])
     settings = ServerSettings()
     logging.basicConfig(
         level=settings.log_level.upper(), handlers=[_log_handler(settings.log_format)]

@@ -76,6 +76,9 @@ def start_data_plane(settings: ServerSettings) -> DataPlane:
         tls_cert=settings.tls_cert_file,
         tls_key=settings.tls_key_file,
         tls_client_ca=settings.tls_client_ca_file,
+        handshake_timeout=settings.tls_handshake_timeout_seconds,
+        outcome_writers=settings.outcome_writers,
+        outcome_tokens_file=settings.outcome_tokens_file,
         keepalive=settings.keepalive_seconds,
         max_concurrent_streams=settings.max_concurrent_streams,
         log_stream=None

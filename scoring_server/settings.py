@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from credit_core import ScoringPolicy
 from credit_core.domain import LOG_STREAM_MAX_LEN, LOG_STREAM_PREFIX
@@ -116,6 +116,23 @@ class ServerSettings(BaseSettings):
     """PEM private key of ``tls_cert_file``."""
     tls_client_ca_file: Path | None = None
     """PEM CA bundle: when set, clients must present a certificate it signed (mTLS)."""
+    tls_handshake_timeout_seconds: float = Field(10.0, gt=0)
+    """Longest a TLS handshake may take; a client that stalls longer is disconnected."""
+    outcome_writers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Who may call ``ReportOutcome`` by client certificate: subject common names or subject
+    alternative names (DNS, URI, e-mail), comma-separated. Needs ``tls_client_ca_file``."""
+    outcome_tokens_file: Path | None = None
+    """Who may call ``ReportOutcome`` by bearer token: a file of ``<sha256 hex of the token>
+    [name]`` lines (``python -m scoring_server token`` makes one), re-read when it changes.
+    With neither this nor ``outcome_writers``, only loopback callers may report outcomes."""
+
+    @field_validator("outcome_writers", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
     base_score: float = _POLICY.base_score
     """Points at ``base_odds`` (odds of good)."""
     base_odds: float = _POLICY.base_odds
@@ -133,6 +150,11 @@ class ServerSettings(BaseSettings):
             raise ValueError("set both ALTSCORE_TLS_CERT_FILE and ALTSCORE_TLS_KEY_FILE, or none")
         if self.tls_client_ca_file is not None and self.tls_cert_file is None:
             raise ValueError("ALTSCORE_TLS_CLIENT_CA_FILE needs the server's own certificate")
+        if self.outcome_writers and self.tls_client_ca_file is None:
+            raise ValueError(
+                "ALTSCORE_OUTCOME_WRITERS names client certificates: set"
+                " ALTSCORE_TLS_CLIENT_CA_FILE (mTLS) too"
+            )
         self.policy()  # the policy parameters must make a policy
         return self
 

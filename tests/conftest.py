@@ -104,15 +104,27 @@ def metric(srv: ServerProcess, name: str, **labels: str) -> float:
     return total
 
 
-def health_status(target: str, service: str = "") -> int:
-    with grpc.insecure_channel(target) as channel:
+def health_status(
+    target: str, service: str = "", credentials: grpc.ChannelCredentials | None = None
+) -> int:
+    """The health of ``service``; over TLS with ``credentials``."""
+    with (
+        grpc.insecure_channel(target)
+        if credentials is None
+        else grpc.secure_channel(target, credentials)
+    ) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2)
         return int(response.status)
 
 
 def start_server(
-    state_dir: Path, log_path: Path, *, wait_serving: bool, **env: str
+    state_dir: Path,
+    log_path: Path,
+    *,
+    wait_serving: bool,
+    credentials: grpc.ChannelCredentials | None = None,
+    **env: str,
 ) -> ServerProcess:
     grpc_port = int(env["ALTSCORE_GRPC_PORT"]) if "ALTSCORE_GRPC_PORT" in env else free_port()
     metrics_port = free_port()
@@ -139,7 +151,7 @@ def start_server(
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}:\n{server.log()}")
         try:
-            status = health_status(server.target)
+            status = health_status(server.target, credentials=credentials)
             if want is None or status == want:
                 return server
         except grpc.RpcError:

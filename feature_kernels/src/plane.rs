@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use altscore_kernels::reasons::{ReasonGroup, Reasons};
 use altscore_kernels::routing::{Mode, Routing};
+use altscore_server::auth::AuthConfig;
 use altscore_server::config::{Config, LogStream, TlsFiles};
 use altscore_server::model::{EntityLookup, ModelParts, Predictor, ServingModel, Variant};
 use altscore_server::plane::Variants;
@@ -351,7 +352,8 @@ impl DataPlane {
         max_batch, stream_batch_max, stream_batch_wait, stream_queue, stream_id_window, store_url,
         store_cluster, store_timeout, policy, predictor, evaluation_dir, log_predictions,
         shutdown_grace, tls_cert=None, tls_key=None, tls_client_ca=None, keepalive=30.0,
-        max_concurrent_streams=1024, max_shadow_in_flight=1024, log_stream=None))]
+        max_concurrent_streams=1024, max_shadow_in_flight=1024, log_stream=None,
+        handshake_timeout=10.0, outcome_writers=None, outcome_tokens_file=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -381,6 +383,9 @@ impl DataPlane {
         max_concurrent_streams: u32,
         max_shadow_in_flight: usize,
         log_stream: Option<(String, String, u64)>,
+        handshake_timeout: f64,
+        outcome_writers: Option<Vec<String>>,
+        outcome_tokens_file: Option<PathBuf>,
     ) -> PyResult<Self> {
         let tls = match (tls_cert, tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles {
@@ -422,6 +427,11 @@ impl DataPlane {
             keepalive: seconds("keepalive", keepalive)?,
             max_concurrent_streams,
             max_shadow_in_flight,
+            handshake_timeout: seconds("handshake_timeout", handshake_timeout)?,
+            auth: AuthConfig {
+                writers: outcome_writers.unwrap_or_default(),
+                tokens_file: outcome_tokens_file,
+            },
         };
         let timeout = config.store_timeout.max(Duration::from_millis(250));
         py.detach(|| {

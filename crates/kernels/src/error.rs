@@ -28,6 +28,8 @@ pub enum ViolationKind {
     EmptyId,
     /// A request id used twice in one batch or stream.
     DuplicateId,
+    /// A request or applicant id longer than the server accepts.
+    IdTooLong,
     /// A batch with no items, or with more than the limit.
     BadBatchSize,
     /// Bytes that are not a valid protobuf message of the expected type.
@@ -57,6 +59,7 @@ impl ViolationKind {
             Self::BadNumericValues => "BAD_NUMERIC_VALUES",
             Self::EmptyId => "EMPTY_ID",
             Self::DuplicateId => "DUPLICATE_ID",
+            Self::IdTooLong => "ID_TOO_LONG",
             Self::BadBatchSize => "BAD_BATCH_SIZE",
             Self::Malformed => "MALFORMED",
             Self::FromFeatureStore => "FROM_FEATURE_STORE",

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use altscore_kernels::policy::Policy;
 
+use crate::auth::AuthConfig;
 use crate::model::Predictor;
 
 /// TLS material (PEM files). With `client_ca`, clients must present a certificate it signed.
@@ -55,6 +56,10 @@ pub struct Config {
     pub log_predictions: bool,
     pub shutdown_grace: Duration,
     pub tls: Option<TlsFiles>,
+    /// Who may call state-changing RPCs (`ReportOutcome`).
+    pub auth: AuthConfig,
+    /// Longest a TLS handshake may take; a client that stalls longer is disconnected.
+    pub handshake_timeout: Duration,
     /// HTTP/2 keepalive ping interval (a dead peer is dropped after one more interval).
     pub keepalive: Duration,
     /// Most concurrent calls (streams) on one connection.
@@ -85,6 +90,8 @@ impl Default for Config {
             log_predictions: true,
             shutdown_grace: Duration::from_secs(5),
             tls: None,
+            handshake_timeout: Duration::from_secs(10),
+            auth: AuthConfig::default(),
             keepalive: Duration::from_secs(30),
             max_concurrent_streams: 1024,
             max_shadow_in_flight: 1024,

@@ -31,6 +31,10 @@ pub enum Failure {
     Unavailable(String),
     /// The call's deadline passed.
     DeadlineExceeded(String),
+    /// A state-changing call without acceptable credentials.
+    Unauthenticated(String),
+    /// A state-changing call from an identity not allowed to make it.
+    PermissionDenied(String),
     /// Something unexpected; the cause was logged.
     Internal,
 }
@@ -52,6 +56,8 @@ impl Failure {
             Failure::Invalid(_) => Code::InvalidArgument,
             Failure::Unavailable(_) => Code::Unavailable,
             Failure::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            Failure::Unauthenticated(_) => Code::Unauthenticated,
+            Failure::PermissionDenied(_) => Code::PermissionDenied,
             Failure::Internal => Code::Internal,
         }
     }
@@ -108,7 +114,10 @@ impl Failure {
                     }],
                 }
             }
-            Failure::Unavailable(m) | Failure::DeadlineExceeded(m) => pb::Status {
+            Failure::Unavailable(m)
+            | Failure::DeadlineExceeded(m)
+            | Failure::Unauthenticated(m)
+            | Failure::PermissionDenied(m) => pb::Status {
                 code,
                 message: cut(m),
                 details: Vec::new(),

@@ -4,8 +4,10 @@
 //! gated model ([`model::ServingModel`]) and swaps them atomically; everything per request
 //! happens here: decoding ([`codec`] + `altscore-wire`), feature-store enrichment ([`store`]),
 //! routing, prediction, explanations and policy ([`plane`]), the prediction log ([`log`]),
-//! metrics ([`metrics`]), errors ([`errors`]), transport, TLS and limits ([`server`]).
+//! metrics ([`metrics`]), errors ([`errors`]), transport and limits ([`server`]), TLS with certificates
+//! re-read from disk ([`tls`]), who may change state ([`auth`]).
 
+pub mod auth;
 pub mod codec;
 pub mod config;
 pub mod errors;
@@ -19,3 +21,4 @@ pub mod server;
 pub mod service;
 pub mod store;
 pub mod tl2cgen;
+pub mod tls;

@@ -24,7 +24,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write as _};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -523,14 +523,17 @@ impl Inner {
     }
 
     fn open_segment(&self, directory: &Path, io: &mut Io) -> io::Result<()> {
-        std::fs::create_dir_all(directory)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o750)
+            .create(directory)?;
         loop {
             let path = directory.join(format!("{}-{:06}.jsonl", self.stem, io.seq));
             io.seq += 1;
             match OpenOptions::new()
                 .append(true)
                 .create_new(true)
-                .mode(0o644)
+                .mode(0o640)
                 .open(&path)
             {
                 Ok(f) => {
@@ -827,6 +830,17 @@ mod tests {
         assert_eq!(log.written(), 5);
         let segments = std::fs::read_dir(&dir).map_or(0, Iterator::count);
         assert_eq!(segments, 2, "rotated by size");
+        {
+            use std::os::unix::fs::PermissionsExt;
+            // Not world-readable: records carry applicant ids and features.
+            let mode = |p: &Path| {
+                std::fs::metadata(p).map_or(0, |m| m.permissions().mode() & 0o777)
+            };
+            assert_eq!(mode(&dir), 0o750);
+            for entry in std::fs::read_dir(&dir).iter_mut().flatten().flatten() {
+                assert_eq!(mode(&entry.path()), 0o640);
+            }
+        }
         assert!(matches!(
             log.write(&two, 2, true),
             Err(LogError::Closed { .. })

@@ -132,6 +132,8 @@ pub struct Metrics {
     pub degraded: IntCounter,
     pub in_flight: IntGauge,
     pub log_dropped: IntCounter,
+    pub tls_handshake_failures: IntCounterVec,
+    pub auth_denied: IntCounterVec,
     pub grpc_started: IntCounterVec,
     pub grpc_handled: IntCounterVec,
     pub grpc_seconds: HistogramVec,
@@ -309,6 +311,20 @@ impl Metrics {
                 "credit_scoring_prediction_log_dropped_total",
                 "Prediction records the log could not take (full or failing); requests were \
                  answered.",
+            )?,
+            tls_handshake_failures: counter_vec(
+                &r,
+                "credit_scoring_tls_handshake_failures_total",
+                "TLS handshakes on the gRPC port that failed (`error`: no or a bad certificate, \
+                 a plaintext client, ...) or took longer than the handshake timeout (`timeout`).",
+                &["reason"],
+            )?,
+            auth_denied: counter_vec(
+                &r,
+                "credit_scoring_auth_denied_total",
+                "Calls of state-changing RPCs refused: no identity (UNAUTHENTICATED) or one not \
+                 allowed (PERMISSION_DENIED).",
+                &["rpc", "code"],
             )?,
             grpc_handled: counter_vec(
                 &r,

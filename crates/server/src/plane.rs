@@ -32,6 +32,7 @@ use bytes::Bytes;
 use prost::Message as _;
 use tokio::sync::Semaphore;
 
+use crate::auth::Caller;
 use crate::config::Config;
 use crate::errors::Failure;
 use crate::log::{
@@ -180,15 +181,39 @@ impl Scored {
     }
 }
 
-/// The id violation of one request, if any (`seen`: ids already used in the batch or stream).
+/// Longest request or applicant id accepted, in bytes (UTF-8). Ids are logged with every
+/// prediction, so they are bounded like everything else a client can make the server store.
+pub const MAX_ID_BYTES: usize = 256;
+
+fn too_long(field: &str, id: &str) -> Option<Violation> {
+    (id.len() > MAX_ID_BYTES).then(|| {
+        Violation::new(
+            field,
+            ViolationKind::IdTooLong,
+            format!("{} bytes exceed the limit of {MAX_ID_BYTES}", id.len()),
+        )
+    })
+}
+
+/// The id violation of one request, if any (`seen`: ids already used in the batch or stream):
+/// an empty or overlong request id, an overlong applicant id, or a repeated request id.
 #[must_use]
-pub fn id_violation(request_id: &str, seen: Option<&mut RecentIds>) -> Option<Violation> {
+pub fn id_violation(
+    request_id: &str,
+    applicant_id: &str,
+    seen: Option<&mut RecentIds>,
+) -> Option<Violation> {
     if request_id.is_empty() {
         return Some(Violation::new(
             "request_id",
             ViolationKind::EmptyId,
             "must not be empty",
         ));
+    }
+    if let Some(v) = too_long("request_id", request_id)
+        .or_else(|| too_long("applicant.applicant_id", applicant_id))
+    {
+        return Some(v);
     }
     let repeated = seen.is_some_and(|seen| !seen.insert(request_id));
     repeated.then(|| {
@@ -712,7 +737,11 @@ impl Plane {
     /// `Score`: one request's bytes to the `ScoreResponse`'s.
     pub async fn score_one(self: &Arc<Self>, bytes: Bytes) -> Result<Vec<u8>, Failure> {
         let view = parse_request(&bytes).map_err(|e| Failure::malformed("ScoreRequest", e))?;
-        let id_bad = vec![id_violation(view.request_id, None)];
+        let id_bad = vec![id_violation(
+            view.request_id,
+            view.applicant.applicant_id,
+            None,
+        )];
         let views = [view];
         let (variants, results) = self.score(&views, id_bad, Mode2::One).await?;
         let mut out = Vec::with_capacity(128);
@@ -747,7 +776,7 @@ impl Plane {
         let mut seen = RecentIds::new(views.len());
         let id_bad = views
             .iter()
-            .map(|v| id_violation(v.request_id, Some(&mut seen)))
+            .map(|v| id_violation(v.request_id, v.applicant.applicant_id, Some(&mut seen)))
             .collect();
         let (variants, results) = self.score(&views, id_bad, Mode2::Batch).await?;
         let mut out = Vec::with_capacity(views.len() * 96);
@@ -786,7 +815,7 @@ impl Plane {
             .collect();
         let id_bad = views
             .iter()
-            .map(|v| id_violation(v.request_id, Some(seen)))
+            .map(|v| id_violation(v.request_id, v.applicant.applicant_id, Some(seen)))
             .collect();
         let scored = self.score(&views, id_bad, Mode2::Each).await;
         let mut out = Vec::with_capacity(parsed.len());
@@ -832,6 +861,7 @@ impl Plane {
     pub async fn record_outcomes(
         self: &Arc<Self>,
         request: proto::ReportOutcomeRequest,
+        caller: &Caller,
     ) -> Result<proto::ReportOutcomeResponse, Failure> {
         let outcomes = request.outcomes;
         let max = self.config.max_batch;
@@ -858,6 +888,14 @@ impl Plane {
                     "needs a request_id or an applicant_id",
                 ));
             }
+            bad.extend(too_long(
+                &format!("outcomes[{i}].request_id"),
+                &o.request_id,
+            ));
+            bad.extend(too_long(
+                &format!("outcomes[{i}].applicant_id"),
+                &o.applicant_id,
+            ));
             if !(o.observed_at.is_finite() && o.observed_at >= 0.0) {
                 bad.push(Violation::new(
                     format!("outcomes[{i}].observed_at"),
@@ -900,9 +938,12 @@ impl Plane {
         })
         .await;
         match written {
-            Ok(Ok(())) => Ok(proto::ReportOutcomeResponse {
-                recorded: i32::try_from(n).unwrap_or(i32::MAX),
-            }),
+            Ok(Ok(())) => {
+                log::info!("{n} outcome(s) recorded, reported by {caller}");
+                Ok(proto::ReportOutcomeResponse {
+                    recorded: i32::try_from(n).unwrap_or(i32::MAX),
+                })
+            }
             Ok(Err(e @ crate::log::LogError::Write { .. })) => {
                 log::error!("outcomes not recorded yet: {e}");
                 Err(Failure::Unavailable(
@@ -1087,8 +1128,17 @@ mod tests {
     #[test]
     fn ids_must_be_new_and_non_empty() {
         let mut ids = RecentIds::new(2);
-        assert!(id_violation("", None).is_some());
-        assert!(id_violation("a", Some(&mut ids)).is_none());
-        assert!(id_violation("a", Some(&mut ids)).is_some());
+        assert!(id_violation("", "", None).is_some());
+        assert!(id_violation("a", "", Some(&mut ids)).is_none());
+        assert!(id_violation("a", "", Some(&mut ids)).is_some());
+        let long = "x".repeat(MAX_ID_BYTES + 1);
+        let bad = id_violation(&long, "", Some(&mut ids)).map(|v| (v.field, v.kind));
+        assert_eq!(bad, Some(("request_id".into(), ViolationKind::IdTooLong)));
+        let bad = id_violation("b", &long, None).map(|v| (v.field, v.kind));
+        assert_eq!(
+            bad,
+            Some(("applicant.applicant_id".into(), ViolationKind::IdTooLong))
+        );
+        assert!(id_violation(&"x".repeat(MAX_ID_BYTES), "", None).is_none());
     }
 }

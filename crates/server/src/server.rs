@@ -19,13 +19,14 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tonic::transport::Server;
 use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 use tower::util::MapResponseLayer;
 use tower_http::catch_panic::CatchPanicLayer;
 
+use crate::auth::Authorizer;
 use crate::config::Config;
 use crate::errors::{size_limit_response, INTERNAL_MESSAGE};
 use crate::log::{LogConfig, PredictionSink, RecordLog, Target};
@@ -35,6 +36,7 @@ use crate::proto;
 use crate::proto::scoring_server::ScoringServer;
 use crate::service::ScoringService;
 use crate::store::FeatureStore;
+use crate::tls;
 
 /// The service name health reports for besides the server as a whole ("").
 pub const SCORING_SERVICE: &str = "credit.scoring.v1.Scoring";
@@ -138,6 +140,7 @@ pub struct DataPlane {
     failed: Arc<AtomicBool>,
     /// What `/readyz` answers: health is `SERVING`.
     ready: Arc<AtomicBool>,
+    auth: Arc<Authorizer>,
 }
 
 impl DataPlane {
@@ -155,6 +158,7 @@ impl DataPlane {
             .build()
             .map_err(|e| StartError::Other(format!("runtime: {e}")))?;
         let metrics = Arc::new(Metrics::new().map_err(|e| StartError::Other(e.to_string()))?);
+        let auth = Arc::new(Authorizer::new(&config.auth).map_err(StartError::Other)?);
         let store = {
             let _guard = runtime.enter();
             store().map_err(StartError::Other)?
@@ -242,6 +246,7 @@ impl DataPlane {
             server: Mutex::new(None),
             failed: Arc::new(AtomicBool::new(false)),
             ready,
+            auth,
         })
     }
 
@@ -285,27 +290,22 @@ impl DataPlane {
             tokio::net::TcpListener::from_std(std_listener)
                 .map_err(|e| StartError::Other(format!("gRPC listener: {e}")))?
         };
-        let mut builder = transport(config);
-        if let Some(tls) = &config.tls {
-            let read = |p: &std::path::Path| {
-                std::fs::read(p)
-                    .map_err(|e| StartError::Other(format!("TLS file {}: {e}", p.display())))
-            };
-            let mut tls_config = ServerTlsConfig::new()
-                .identity(Identity::from_pem(read(&tls.cert)?, read(&tls.key)?));
-            if let Some(ca) = &tls.client_ca {
-                tls_config = tls_config.client_ca_root(Certificate::from_pem(read(ca)?));
-            }
-            builder = builder
-                .tls_config(tls_config)
-                .map_err(|e| StartError::Other(format!("TLS: {e}")))?;
-        }
+        let builder = transport(config);
+        let tls = match &config.tls {
+            Some(files) => Some(Arc::new(
+                tls::Reloading::new(files.clone()).map_err(StartError::Other)?,
+            )),
+            None => None,
+        };
+        let handshake_timeout = config.handshake_timeout;
+        let handshake_failures = self.plane.metrics.tls_handshake_failures.clone();
         // Compressed requests are read; answers go uncompressed: they are a few hundred bytes,
         // and compressing each cost more CPU than the whole scoring (measured).
-        let scoring = ScoringServer::new(ScoringService::new(self.plane.clone()))
-            .max_decoding_message_size(config.max_message_bytes)
-            .accept_compressed(CompressionEncoding::Gzip)
-            .accept_compressed(CompressionEncoding::Zstd);
+        let scoring =
+            ScoringServer::new(ScoringService::new(self.plane.clone(), self.auth.clone()))
+                .max_decoding_message_size(config.max_message_bytes)
+                .accept_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Zstd);
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -332,13 +332,18 @@ impl DataPlane {
             let shutdown = async move {
                 let _ = stopped.wait_for(|s| *s).await;
             };
-            let result = router
-                .serve_with_incoming_shutdown(
-                    TcpIncoming::from(listener).with_nodelay(Some(true)),
-                    shutdown,
-                )
-                .await
-                .map_err(|e| e.to_string());
+            let result = if let Some(tls) = tls {
+                let incoming = tls::incoming(listener, tls, handshake_timeout, handshake_failures);
+                router
+                    .serve_with_incoming_shutdown(incoming, shutdown)
+                    .await
+            } else {
+                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                router
+                    .serve_with_incoming_shutdown(incoming, shutdown)
+                    .await
+            }
+            .map_err(|e| e.to_string());
             if let Err(e) = &result {
                 failed.store(true, Ordering::SeqCst);
                 log::error!("the gRPC server stopped: {e}");

@@ -8,6 +8,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status, Streaming};
 
+use crate::auth::{Authorizer, Caller};
 use crate::codec::{Encoded, RawRequest};
 use crate::errors::{size_limit_status, Failure};
 use crate::plane::{Plane, RecentIds};
@@ -16,12 +17,46 @@ use crate::proto::scoring_server::Scoring;
 
 pub struct ScoringService {
     plane: Arc<Plane>,
+    auth: Arc<Authorizer>,
 }
 
 impl ScoringService {
     #[must_use]
-    pub fn new(plane: Arc<Plane>) -> Self {
-        Self { plane }
+    pub fn new(plane: Arc<Plane>, auth: Arc<Authorizer>) -> Self {
+        Self { plane, auth }
+    }
+
+    /// Who calls a state-changing `rpc`; a refusal is counted and logged (never the token).
+    fn caller<T>(&self, rpc: &str, request: &Request<T>) -> Result<Caller, Failure> {
+        let certs = request.peer_certs();
+        let remote = request.remote_addr();
+        self.auth
+            .authorize(
+                rpc,
+                request.metadata(),
+                certs.as_deref().map(Vec::as_slice),
+                remote,
+            )
+            .inspect_err(|f| {
+                let code = f.code();
+                self.plane
+                    .metrics
+                    .auth_denied
+                    .with_label_values(&[
+                        rpc,
+                        if code == Code::PermissionDenied {
+                            "PERMISSION_DENIED"
+                        } else {
+                            "UNAUTHENTICATED"
+                        },
+                    ])
+                    .inc();
+                let peer = remote.map_or_else(|| "an unknown peer".to_string(), |a| a.to_string());
+                log::warn!(
+                    "{rpc} from {peer} refused ({code:?}): {}",
+                    f.to_status_proto().message
+                );
+            })
     }
 
     fn finish<T>(
@@ -97,7 +132,14 @@ impl Scoring for ScoringService {
         request: Request<proto::ReportOutcomeRequest>,
     ) -> Result<Response<proto::ReportOutcomeResponse>, Status> {
         let started = Instant::now();
-        let result = self.plane.record_outcomes(request.into_inner()).await;
+        let result = match self.caller("ReportOutcome", &request) {
+            Ok(caller) => {
+                self.plane
+                    .record_outcomes(request.into_inner(), &caller)
+                    .await
+            }
+            Err(f) => Err(f),
+        };
         self.finish("ReportOutcome", started, result)
     }
 }

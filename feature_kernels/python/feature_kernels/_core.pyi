@@ -263,6 +263,9 @@ class DataPlane:
         max_concurrent_streams: int = 1024,
         max_shadow_in_flight: int = 1024,
         log_stream: tuple[str, str, int] | None = None,
+        handshake_timeout: float = 10.0,
+        outcome_writers: list[str] | None = None,
+        outcome_tokens_file: str | PathLike[str] | None = None,
     ) -> DataPlane: ...
     @property
     def grpc_port(self) -> int: ...
