@@ -47,8 +47,11 @@ Matching outcomes to predictions (:func:`matched`):
    overall when ``observed_at`` is not given; it matches every prediction of that request.
    Predictions logged with an empty applicant id are never matched this way.
 4. When several outcomes reach the same request, an outcome given by request id wins over one
-   given by applicant id, and among equals the latest reported (largest ``ts``) wins, so a
-   correction replaces the first report.
+   given by applicant id; among equals the first reported (smallest ``ts``) stands, unless
+   outcomes marked ``correction`` reached it: then the latest correction stands (its sender is
+   in ``corrected_by``). A later report that is not a correction never changes an outcome
+   (the server refuses one that contradicts, ``FAILED_PRECONDITION``; this rule covers what was
+   written around that check: imported files, two servers racing).
 """
 
 from __future__ import annotations
@@ -141,12 +144,14 @@ OUTCOME_SCHEMA: Final = pl.Schema(
         "applicant_id": pl.String,
         "defaulted": pl.Boolean,
         "observed_at": pl.Float64,
+        "correction": pl.Boolean,
+        "reporter": pl.String,
     }
 )
 _NULLABLE: Final = frozenset({"observed_at"})
 _DEFAULTS: Final[dict[str, dict[str, object]]] = {
     "predictions": PREDICTION_DEFAULTS,
-    "outcomes": {},
+    "outcomes": {"correction": False, "reporter": ""},
 }
 Kind = Literal["predictions", "outcomes"]
 KINDS: Final[tuple[Kind, ...]] = ("predictions", "outcomes")
@@ -166,6 +171,7 @@ MATCHED_SCHEMA: Final = pl.Schema(
         "ts": pl.Float64,
         "defaulted": pl.Boolean,
         "matched_by": pl.String,
+        "corrected_by": pl.String,
     }
 )
 
@@ -261,6 +267,10 @@ class OutcomeRecord:
     applicant_id: str
     defaulted: bool
     observed_at: float | None = None
+    correction: bool = False
+    """It replaces the outcome recorded before for its request (see :func:`matched`)."""
+    reporter: str = ""
+    """Who reported it: the server's name of the caller, or the file it was imported from."""
 
     def __post_init__(self) -> None:
         if not _is_number(self.ts):
@@ -289,7 +299,9 @@ def encode_line(record: PredictionRecord | OutcomeRecord) -> bytes:
             list(r.features), r.predictor,
         )  # fmt: skip
     o = record
-    return outcome_line(o.ts, o.request_id, o.applicant_id, o.defaulted, o.observed_at)
+    return outcome_line(
+        o.ts, o.request_id, o.applicant_id, o.defaulted, o.observed_at, o.correction, o.reporter
+    )
 
 
 class EvaluationWriter(Generic[R]):
@@ -575,9 +587,28 @@ def _locate(path: Path, data: bytes, kind: Kind) -> None:
             raise EvaluationLogError(f"{path}:{number}: {reason}")
 
 
+def _standing(outcomes: pl.DataFrame, key: str, ts: str) -> pl.DataFrame:
+    """The outcome that stands for each ``key``: its latest correction, else its first report
+    (rule 4 of the module docstring); ``corrected_by`` names a correction's reporter."""
+    correction = pl.col("correction").fill_null(False)
+    return (
+        outcomes.with_columns(
+            _corr=correction,
+            _order=pl.when(correction).then(-pl.col(ts)).otherwise(pl.col(ts)),
+            corrected_by=pl.when(correction)
+            .then(pl.col("reporter").fill_null(""))
+            .otherwise(pl.lit("")),
+        )
+        .sort(["_corr", "_order"], descending=[True, False], maintain_order=True)
+        .unique(key, keep="first", maintain_order=True)
+        .drop("_corr", "_order")
+    )
+
+
 def matched(log: EvaluationLog, model_name: str | None = None) -> pl.DataFrame:
     """Predictions that have an outcome: one row per ``(request_id, variant)`` with ``pd``,
-    ``served``, ``defaulted`` and ``matched_by`` (``request_id`` | ``applicant_id``), by the rule
+    ``served``, ``defaulted``, ``matched_by`` (``request_id`` | ``applicant_id``) and
+    ``corrected_by`` (who sent the correction that stands; empty: the first report), by the rule
     in the module docstring. ``model_name`` keeps only that model's predictions."""
     preds = log.read_predictions().select(
         "request_id", "applicant_id", "variant", "model_name", "model_version", "pd", "served", "ts"
@@ -588,10 +619,8 @@ def matched(log: EvaluationLog, model_name: str | None = None) -> pl.DataFrame:
     preds = preds.unique(key, keep="last", maintain_order=True)
     outcomes = log.read_outcomes()
 
-    by_request = (
-        outcomes.filter(pl.col("request_id") != "")
-        .unique("request_id", keep="last", maintain_order=True)
-        .select("request_id", "defaulted")
+    by_request = _standing(outcomes.filter(pl.col("request_id") != ""), "request_id", "ts").select(
+        "request_id", "defaulted", "corrected_by"
     )
     first = preds.join(by_request, on="request_id", how="inner").with_columns(
         matched_by=pl.lit("request_id")
@@ -620,9 +649,9 @@ def matched(log: EvaluationLog, model_name: str | None = None) -> pl.DataFrame:
         )
         .filter(pl.col("request_id_right").is_not_null())
         .join(by_request, left_on="request_id_right", right_on="request_id", how="anti")
-        .sort("outcome_ts", maintain_order=True)
-        .unique("request_id_right", keep="last", maintain_order=True)
-        .select(pl.col("request_id_right").alias("request_id"), "defaulted")
+    )
+    by_applicant = _standing(by_applicant, "request_id_right", "outcome_ts").select(
+        pl.col("request_id_right").alias("request_id"), "defaulted", "corrected_by"
     )
     second = preds.join(by_applicant, on="request_id", how="inner").with_columns(
         matched_by=pl.lit("applicant_id")
@@ -717,7 +746,9 @@ def read_outcome_file(path: Path, *, now: float | None = None) -> list[OutcomeRe
     too) and optionally ``observed_at`` (unix seconds, an ISO-8601 date or datetime, UTC when it
     has no zone; Parquet dates and datetimes too). Other columns are ignored. A request id may
     appear once. Every problem is collected and raised as one :class:`OutcomeFileError` naming
-    file, row and column. ``now`` is the records' ``ts`` (default: the current time).
+    file, row and column. ``now`` is the records' ``ts`` (default: the current time). The
+    records are reported by ``file <name>`` and are not corrections: an outcome already recorded
+    for a request stands (:func:`matched`).
     """
     is_csv = path.suffix.lower() != ".parquet"
 
@@ -805,7 +836,9 @@ def read_outcome_file(path: Path, *, now: float | None = None) -> list[OutcomeRe
                     )
                 )
         if len(problems) == bad:
-            records.append(OutcomeRecord(ts, rid, aid, token in _TRUE, observed))
+            records.append(
+                OutcomeRecord(ts, rid, aid, token in _TRUE, observed, reporter=f"file {path.name}")
+            )
     if problems:
         raise fail(*problems)
     return records

@@ -72,6 +72,10 @@ def start_data_plane(settings: ServerSettings) -> DataPlane:
         predictor=settings.predictor,
         evaluation_dir=settings.evaluation_dir(),
         log_predictions=settings.log_predictions,
+        log_max_bytes=settings.evaluation_max_bytes,
+        log_max_age=None
+        if settings.evaluation_retention_days is None
+        else settings.evaluation_retention_days * 86400,
         shutdown_grace=settings.shutdown_grace_seconds,
         tls_cert=settings.tls_cert_file,
         tls_key=settings.tls_key_file,
@@ -81,6 +85,8 @@ def start_data_plane(settings: ServerSettings) -> DataPlane:
         outcome_tokens_file=settings.outcome_tokens_file,
         keepalive=settings.keepalive_seconds,
         max_concurrent_streams=settings.max_concurrent_streams,
+        max_in_flight=settings.max_in_flight_calls,
+        retry_pushback=settings.retry_pushback_ms / 1000,
         log_stream=None
         if settings.log_redis_url is None
         else (settings.log_redis_url, settings.log_stream_prefix, settings.log_stream_max_len),

@@ -84,6 +84,12 @@ class ServerSettings(BaseSettings):
     """Threads of the data plane's runtime; default: the cores this process may run on."""
     max_concurrent_streams: int = Field(1024, ge=1)
     """Most concurrent calls on one HTTP/2 connection."""
+    max_in_flight_calls: int = Field(2048, ge=1)
+    """Scoring calls in flight at most, over every connection (an open stream counts); beyond,
+    a call is answered ``RESOURCE_EXHAUSTED`` at once with ``grpc-retry-pushback-ms``. Health
+    and reflection are never shed."""
+    retry_pushback_ms: int = Field(100, ge=0)
+    """The ``grpc-retry-pushback-ms`` a shed call is given (how long a client should wait)."""
     keepalive_seconds: float = Field(30.0, gt=0)
     """HTTP/2 keepalive ping interval; a peer that does not answer within one more is dropped."""
     evaluation_dir_override: Path | None = Field(
@@ -92,6 +98,20 @@ class ServerSettings(BaseSettings):
     """Where predictions and outcomes are logged; default ``<state_dir>/evaluation``."""
     log_predictions: bool = True
     """Record every prediction (served and shadow) in the evaluation log for ``compare``."""
+    evaluation_max_bytes: int | None = Field(20 * 2**30, ge=1 << 20)
+    """Local log (segment files): most bytes of prediction segments kept in ``evaluation_dir``
+    (every writer's); beyond, the oldest are deleted and their records counted in
+    ``credit_scoring_prediction_log_expired_total``. Outcome segments are never deleted.
+    Empty: no cap."""
+    evaluation_retention_days: float | None = Field(None, gt=0)
+    """Local log: prediction segments last written longer ago are deleted (counted the same
+    way). Unset: kept (up to ``evaluation_max_bytes``)."""
+
+    @field_validator("evaluation_max_bytes", "evaluation_retention_days", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
     log_redis_url: str | None = None
     """The shared prediction log: predictions and outcomes go to the Redis Streams
     ``<log_stream_prefix>:predictions`` / ``:outcomes`` (every replica the same), which

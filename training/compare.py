@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from statistics import NormalDist
 from typing import Any
 
@@ -118,6 +118,8 @@ class Comparison:
     """Both variants on the requests both scored (shadow mode), when there are such requests."""
     difference: AucDifference | None
     """None when the AUCs cannot be compared (a sample lacks defaults or non-defaults)."""
+    corrections: dict[str, int] = field(default_factory=dict)
+    """Requests whose standing outcome is a correction, by who sent it."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for JSON; non-finite numbers become None."""
@@ -431,7 +433,17 @@ def compare(
         variants=variants,
         paired=paired,
         difference=difference,
+        corrections=_corrections(matched),
     )
+
+
+def _corrections(matched: pl.DataFrame) -> dict[str, int]:
+    """Requests whose standing outcome is a correction, by who sent it."""
+    if "corrected_by" not in matched.columns:
+        return {}
+    rows = matched.filter(pl.col("corrected_by") != "").unique("request_id")
+    counts = rows.group_by("corrected_by").len().sort("corrected_by")
+    return dict(zip(counts["corrected_by"].to_list(), counts["len"].to_list(), strict=True))
 
 
 def evidence_failures(comparison: Comparison, rules: EvidenceRules) -> list[Refusal]:
@@ -515,6 +527,9 @@ def render(comparison: Comparison, console: Console) -> None:
     console.print(_table(f"{c.model_name}: matched outcomes ({versions})", c.variants, c.level))
     if c.paired is not None and any(c.paired[v].n != c.variants[v].n for v in VARIANTS):
         console.print(_table("requests scored by both (shadow)", c.paired, c.level))
+    if c.corrections:
+        who = ", ".join(f"{n:,} by {name}" for name, n in c.corrections.items())
+        console.print(f"outcomes that are corrections of an earlier report: {who}")
     d = c.difference
     if d is None:
         console.print("AUC difference: not computable (a sample lacks defaults or non-defaults)")

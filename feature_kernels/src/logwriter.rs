@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use altscore_kernels::fmt::push_py_float;
 use altscore_server::log::{
-    model_fields, push_outcome, push_prediction, LogConfig, LogError, PredictionLine, RecordLog,
-    Target,
+    model_fields, push_outcome, push_prediction, LogConfig, LogError, OutcomeLine, PredictionLine,
+    RecordLog, Target,
 };
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
@@ -58,6 +58,7 @@ impl LogWriter {
             max_segment_bytes,
             max_pending,
             fsync,
+            ..LogConfig::default()
         };
         let target = match (directory, stream) {
             (Some(directory), None) => Target::Segments(directory),
@@ -152,7 +153,8 @@ pub fn prediction_line<'py>(
 
 /// One outcome's log line (as the data plane writes it).
 #[pyfunction]
-#[pyo3(signature = (ts, request_id, applicant_id, defaulted, observed_at))]
+#[pyo3(signature = (ts, request_id, applicant_id, defaulted, observed_at, correction=false, reporter=""))]
+#[allow(clippy::fn_params_excessive_bools, clippy::too_many_arguments)]
 pub fn outcome_line<'py>(
     py: Python<'py>,
     ts: f64,
@@ -160,15 +162,21 @@ pub fn outcome_line<'py>(
     applicant_id: &str,
     defaulted: bool,
     observed_at: Option<f64>,
+    correction: bool,
+    reporter: &str,
 ) -> Bound<'py, PyBytes> {
     let mut out = Vec::new();
     push_outcome(
         &mut out,
-        ts,
-        request_id,
-        applicant_id,
-        defaulted,
-        observed_at,
+        &OutcomeLine {
+            ts,
+            request_id,
+            applicant_id,
+            defaulted,
+            observed_at,
+            correction,
+            reporter,
+        },
     );
     PyBytes::new(py, &out)
 }

@@ -353,7 +353,8 @@ impl DataPlane {
         store_cluster, store_timeout, policy, predictor, evaluation_dir, log_predictions,
         shutdown_grace, tls_cert=None, tls_key=None, tls_client_ca=None, keepalive=30.0,
         max_concurrent_streams=1024, max_shadow_in_flight=1024, log_stream=None,
-        handshake_timeout=10.0, outcome_writers=None, outcome_tokens_file=None))]
+        handshake_timeout=10.0, outcome_writers=None, outcome_tokens_file=None,
+        log_max_bytes=None, log_max_age=None, max_in_flight=2048, retry_pushback=0.1))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -386,6 +387,10 @@ impl DataPlane {
         handshake_timeout: f64,
         outcome_writers: Option<Vec<String>>,
         outcome_tokens_file: Option<PathBuf>,
+        log_max_bytes: Option<u64>,
+        log_max_age: Option<f64>,
+        max_in_flight: usize,
+        retry_pushback: f64,
     ) -> PyResult<Self> {
         let tls = match (tls_cert, tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles {
@@ -422,11 +427,15 @@ impl DataPlane {
                 max_len,
             }),
             log_predictions,
+            log_max_bytes,
+            log_max_age: log_max_age.map(|s| seconds("log_max_age", s)).transpose()?,
             shutdown_grace: seconds("shutdown_grace", shutdown_grace)?,
             tls,
             keepalive: seconds("keepalive", keepalive)?,
             max_concurrent_streams,
             max_shadow_in_flight,
+            max_in_flight,
+            retry_pushback: seconds("retry_pushback", retry_pushback)?,
             handshake_timeout: seconds("handshake_timeout", handshake_timeout)?,
             auth: AuthConfig {
                 writers: outcome_writers.unwrap_or_default(),

@@ -86,7 +86,10 @@ def test_round_trip_is_exact(tmp_path: Path) -> None:
     assert got["pd"].to_list() == [0.1 + 0.2, 1 / 3, 0.0, 1.0]  # bit-exact floats
     out = log.read_outcomes()
     assert out.schema == OUTCOME_SCHEMA
-    assert out.rows() == [(1.8e9, "r1", "", True, None), (1.8e9 + 1, "", "a1", False, 1.75e9)]
+    assert out.rows() == [
+        (1.8e9, "r1", "", True, None, False, ""),
+        (1.8e9 + 1, "", "a1", False, 1.75e9, False, ""),
+    ]
 
 
 def test_empty_or_missing_log_reads_as_typed_empty_frames(tmp_path: Path) -> None:
@@ -291,7 +294,11 @@ def test_import_csv_and_parquet(tmp_path: Path) -> None:
     ints = tmp_path / "ints.parquet"
     pl.DataFrame({"request_id": [7, 8], "defaulted": [0, 1]}).write_parquet(ints)
     records = read_outcome_file(ints, now=5.0)
-    assert records == [OutcomeRecord(5.0, "7", "", False), OutcomeRecord(5.0, "8", "", True)]
+    by = "file ints.parquet"
+    assert records == [
+        OutcomeRecord(5.0, "7", "", False, reporter=by),
+        OutcomeRecord(5.0, "8", "", True, reporter=by),
+    ]
 
 
 def test_import_reports_every_bad_row_and_records_nothing(tmp_path: Path) -> None:
@@ -375,8 +382,10 @@ def _matching_log(tmp_path: Path) -> EvaluationLog:
         _pred("r8", ts=100, applicant_id="a5", pd=0.51),
         # a6: outcome with an unknown request id does not fall back to the applicant
         _pred("r9", ts=100, applicant_id="a6", pd=0.61),
-        # r10: a corrected outcome; r12: logged twice, the latest prediction counts
+        # r10: reported twice, the first stands; r13: corrected twice, the latest correction
+        # stands; r12: logged twice, the latest prediction counts
         _pred("r10", ts=100, pd=0.71),
+        _pred("r13", ts=100, pd=0.72),
         _pred("r12", ts=100, pd=0.80),
         _pred("r12", ts=150, pd=0.81),
         # another model's prediction for a matched request id
@@ -394,6 +403,10 @@ def _matching_log(tmp_path: Path) -> EvaluationLog:
         OutcomeRecord(1000, "r-unknown", "a6", True),
         OutcomeRecord(1000, "r10", "", True),
         OutcomeRecord(1002, "r10", "", False),
+        OutcomeRecord(1000, "r13", "", True),
+        OutcomeRecord(1001, "r13", "", False, correction=True, reporter="certificate ops"),
+        OutcomeRecord(1003, "r13", "", True, correction=True, reporter="token batch"),
+        OutcomeRecord(1004, "r13", "", False),
         OutcomeRecord(1000, "r12", "", True),
     ]
     with log.predictions_writer() as w:
@@ -409,6 +422,10 @@ def test_matching_rules(tmp_path: Path) -> None:
         (r["request_id"], r["variant"]): (r["pd"], r["served"], r["defaulted"], r["matched_by"])
         for r in got.iter_rows(named=True)
     }
+    corrected = dict(
+        got.filter(pl.col("corrected_by") != "").select("request_id", "corrected_by").rows()
+    )
+    assert corrected == {"r13": "token batch"}
     assert rows == {
         ("r1", "champion"): (0.11, True, True, "request_id"),
         ("r1", "challenger"): (0.12, False, True, "request_id"),
@@ -416,7 +433,8 @@ def test_matching_rules(tmp_path: Path) -> None:
         ("r3", "challenger"): (0.23, False, False, "applicant_id"),
         ("r6", "challenger"): (0.32, True, True, "applicant_id"),
         ("r8", "champion"): (0.51, True, True, "request_id"),
-        ("r10", "champion"): (0.71, True, False, "request_id"),
+        ("r10", "champion"): (0.71, True, True, "request_id"),
+        ("r13", "champion"): (0.72, True, True, "request_id"),
         ("r12", "champion"): (0.81, True, True, "request_id"),
     }
     assert got.height == len(rows)  # one row per (request, variant)

@@ -72,6 +72,22 @@ def test_two_servers_write_every_prediction_and_outcome_to_one_stream(
                 timeout=10,
             )
         assert recorded.recorded == 10
+        # the other replica knows them (the outcome index in the same Redis): a retry is not
+        # written twice, a contradiction is refused, a correction is written
+        with grpc.insecure_channel(servers[0].target) as channel:
+            stub = pb_grpc.ScoringStub(channel)
+            again = stub.ReportOutcome(
+                pb.ReportOutcomeRequest(outcomes=[pb.Outcome(request_id="s0-0", defaulted=True)]),
+                timeout=10,
+            )
+            assert (again.recorded, again.unchanged) == (0, 1)
+            flipped = pb.Outcome(request_id="s0-0", defaulted=False)
+            with pytest.raises(grpc.RpcError) as info:
+                stub.ReportOutcome(pb.ReportOutcomeRequest(outcomes=[flipped]), timeout=10)
+            assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            flipped.correction = True
+            fixed = stub.ReportOutcome(pb.ReportOutcomeRequest(outcomes=[flipped]), timeout=10)
+            assert (fixed.recorded, fixed.unchanged) == (1, 0)
         for server in servers:
             assert server.stop(timeout=30) == 0  # a clean stop flushes what is buffered
     finally:
@@ -98,7 +114,10 @@ def test_two_servers_write_every_prediction_and_outcome_to_one_stream(
         assert isinstance(reasons, list)
         assert bool(reasons) == sent[str(p["request_id"])]  # reason codes when explained
     outcomes = _entries(client, f"{prefix}:outcomes")
-    assert sorted(o["request_id"] for o in outcomes) == sorted(f"s0-{i}" for i in range(10))
+    assert sorted(o["request_id"] for o in outcomes) == sorted(
+        [f"s0-{i}" for i in range(10)] + ["s0-0"]
+    )  # ten reports and one correction
+    assert [o["reporter"] for o in outcomes if o["correction"]] == ["loopback"]
 
     # the archiver drains both streams; compare's reader then sees every replica's traffic
     archive = tmp_path / "archive"
@@ -124,8 +143,8 @@ def test_two_servers_write_every_prediction_and_outcome_to_one_stream(
     rows = matched(log, "altscore-gmsc")
     assert sorted(rows["request_id"].to_list()) == sorted(f"s0-{i}" for i in range(10))
     assert rows["defaulted"].to_list() == [
-        int(r.removeprefix("s0-")) % 2 == 0 for r in rows["request_id"].to_list()
-    ]  # outcomes reported to one server matched to the other's predictions
+        int(r.removeprefix("s0-")) % 2 == 0 and r != "s0-0" for r in rows["request_id"].to_list()
+    ]  # outcomes reported to one server matched to the other's predictions; s0-0 corrected
 
 
 def test_a_redis_that_is_down_or_frozen_never_fails_a_score_and_loses_nothing_buffered(
@@ -133,8 +152,9 @@ def test_a_redis_that_is_down_or_frozen_never_fails_a_score_and_loses_nothing_bu
 ) -> None:
     """Scores are answered while the log's Redis is stopped and while it is frozen (SIGSTOP);
     their records wait in the data plane's buffer and reach the stream once Redis is back.
-    ``ReportOutcome`` says UNAVAILABLE while its outcomes cannot be written, and they are
-    written once Redis is back (reporting them again is safe)."""
+    ``ReportOutcome`` says UNAVAILABLE while the recorded outcomes cannot be checked (they live
+    in the same Redis) and records nothing; reported again once Redis is back, they are written
+    once."""
     prefix = "down:log"
     with RedisServer() as log_redis:  # started
         server = start_server(
@@ -159,8 +179,15 @@ def test_a_redis_that_is_down_or_frozen_never_fails_a_score_and_loses_nothing_bu
                         timeout=20,
                     )
                 assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
-                assert "retried" in (refused.value.details() or "")
+                assert "nothing was recorded" in (refused.value.details() or "")
                 log_redis.start()  # empty: what was added before the stop is gone with it
+                again = stub.ReportOutcome(
+                    pb.ReportOutcomeRequest(
+                        outcomes=[pb.Outcome(request_id="down-0", defaulted=True)]
+                    ),
+                    timeout=20,
+                )
+                assert again.recorded == 1
                 with log_redis.paused():
                     for i in range(5):
                         assert stub.Score(request(f"frozen-{i}"), timeout=2).pd > 0

@@ -21,6 +21,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from credit_core.evaluation import EvaluationLog, matched
 from scoring_server.__main__ import token as token_cli
@@ -262,9 +264,13 @@ def test_only_listed_identities_and_tokens_may_report_outcomes(
     tls_server: tuple[ServerProcess, Pki], capsys: pytest.CaptureFixture[str]
 ) -> None:
     srv, pki = tls_server
-    one = [pb.Outcome(request_id="tls-ok", defaulted=True)]
-    assert report(srv, pki.credentials(pki.writer), one) == 1
-    assert report(srv, pki.credentials(pki.reader), one, token=GOOD_TOKEN) == 1
+    ids = iter(range(100))
+
+    def one() -> list[pb.Outcome]:
+        return [pb.Outcome(request_id=f"auth-{next(ids)}", defaulted=True)]
+
+    assert report(srv, pki.credentials(pki.writer), one()) == 1
+    assert report(srv, pki.credentials(pki.reader), one(), token=GOOD_TOKEN) == 1
     refusals = {
         "listed certificate, unknown token": (pki.writer, "not-a-token", "UNAUTHENTICATED"),
         "certificate not listed": (pki.reader, None, "PERMISSION_DENIED"),
@@ -272,7 +278,7 @@ def test_only_listed_identities_and_tokens_may_report_outcomes(
     for what, (client, token, code) in refusals.items():
         before = metric(srv, "credit_scoring_auth_denied_total", rpc="ReportOutcome", code=code)
         with pytest.raises(grpc.RpcError) as info:
-            report(srv, pki.credentials(client), one, token=token)
+            report(srv, pki.credentials(client), one(), token=token)
         assert info.value.code().name == code, what
         after = metric(srv, "credit_scoring_auth_denied_total", rpc="ReportOutcome", code=code)
         assert after == before + 1, what
@@ -287,7 +293,7 @@ def test_only_listed_identities_and_tokens_may_report_outcomes(
     printed = capsys.readouterr()
     with (pki.dir / "tokens").open("a") as f:
         f.write(printed.err)
-    assert report(srv, pki.credentials(pki.reader), one, token=printed.out.strip()) == 1
+    assert report(srv, pki.credentials(pki.reader), one(), token=printed.out.strip()) == 1
     assert "reported by token new job" in srv.log()
 
 
@@ -347,3 +353,45 @@ def srv_env(srv: ServerProcess, name: str) -> str:
         if key == name:
             return val
     raise KeyError(name)
+
+
+def test_a_contradicting_outcome_is_refused_and_a_correction_is_kept_with_its_sender(
+    tls_server: tuple[ServerProcess, Pki],
+) -> None:
+    srv, pki = tls_server
+    writer = pki.credentials(pki.writer)
+    assert report(srv, writer, [pb.Outcome(request_id="c-1", defaulted=True)]) == 1
+    # a retry: accepted, not written again
+    with grpc.secure_channel(srv.target, writer) as ch:
+        again = pb_grpc.ScoringStub(ch).ReportOutcome(
+            pb.ReportOutcomeRequest(outcomes=[pb.Outcome(request_id="c-1", defaulted=True)]),
+            timeout=5,
+        )
+    assert (again.recorded, again.unchanged) == (0, 1)
+    # a contradiction fails the whole call, naming it
+    with pytest.raises(grpc.RpcError) as info:
+        report(
+            srv,
+            writer,
+            [pb.Outcome(request_id="c-2", defaulted=True), pb.Outcome(request_id="c-1")],
+        )
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    status = rpc_status.from_call(info.value)
+    assert status is not None
+    failure = error_details_pb2.PreconditionFailure()
+    assert status.details[0].Unpack(failure)
+    assert [(v.type, v.subject) for v in failure.violations] == [
+        ("OUTCOME_CONFLICT", "outcomes[1]")
+    ]
+    assert "correction=true" in failure.violations[0].description
+    # nothing of it was written: c-2 is still free
+    assert report(srv, writer, [pb.Outcome(request_id="c-2", defaulted=False)]) == 1
+    # an explicit correction is written, with who sent it
+    fixed = pb.Outcome(request_id="c-1", defaulted=False, correction=True)
+    assert report(srv, pki.credentials(pki.reader), [fixed], token=GOOD_TOKEN) == 1
+    log = EvaluationLog(Path(srv_env(srv, "ALTSCORE_EVALUATION_DIR")))
+    c1 = log.read_outcomes().filter(pl.col("request_id") == "c-1")
+    assert c1.select("defaulted", "correction", "reporter").rows() == [
+        (True, False, f"certificate {WRITER}"),
+        (False, True, "token batch"),
+    ]

@@ -139,6 +139,7 @@ def _frame(
                     "ts": np.arange(len(y), dtype=np.float64),
                     "defaulted": y,
                     "matched_by": "request_id",
+                    "corrected_by": "",
                 }
             )
         )

@@ -54,6 +54,11 @@ pub struct Config {
     /// The shared log instead: Redis Stream `<prefix>:predictions` and `<prefix>:outcomes`.
     pub log_stream: Option<LogStream>,
     pub log_predictions: bool,
+    /// Segment files: most bytes of prediction segments kept in `evaluation_dir` (oldest deleted
+    /// beyond, counted). None: no cap.
+    pub log_max_bytes: Option<u64>,
+    /// Segment files: prediction segments older than this are deleted (counted). None: kept.
+    pub log_max_age: Option<Duration>,
     pub shutdown_grace: Duration,
     pub tls: Option<TlsFiles>,
     /// Who may call state-changing RPCs (`ReportOutcome`).
@@ -64,6 +69,10 @@ pub struct Config {
     pub keepalive: Duration,
     /// Most concurrent calls (streams) on one connection.
     pub max_concurrent_streams: u32,
+    /// Scoring calls in flight at most (an open stream counts); beyond, RESOURCE_EXHAUSTED.
+    pub max_in_flight: usize,
+    /// The `grpc-retry-pushback-ms` a shed call is given.
+    pub retry_pushback: Duration,
     /// Shadow scorings running at once at most; beyond, shadow work is skipped and counted.
     pub max_shadow_in_flight: usize,
 }
@@ -88,6 +97,8 @@ impl Default for Config {
             evaluation_dir: PathBuf::from("var/evaluation"),
             log_stream: None,
             log_predictions: true,
+            log_max_bytes: None,
+            log_max_age: None,
             shutdown_grace: Duration::from_secs(5),
             tls: None,
             handshake_timeout: Duration::from_secs(10),
@@ -95,6 +106,8 @@ impl Default for Config {
             keepalive: Duration::from_secs(30),
             max_concurrent_streams: 1024,
             max_shadow_in_flight: 1024,
+            max_in_flight: 2048,
+            retry_pushback: Duration::from_millis(100),
         }
     }
 }

@@ -31,6 +31,8 @@ pub enum Failure {
     Unavailable(String),
     /// The call's deadline passed.
     DeadlineExceeded(String),
+    /// The call contradicts what is recorded: (subject, description) of each problem.
+    FailedPrecondition(Vec<(String, String)>),
     /// A state-changing call without acceptable credentials.
     Unauthenticated(String),
     /// A state-changing call from an identity not allowed to make it.
@@ -56,6 +58,7 @@ impl Failure {
             Failure::Invalid(_) => Code::InvalidArgument,
             Failure::Unavailable(_) => Code::Unavailable,
             Failure::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            Failure::FailedPrecondition(_) => Code::FailedPrecondition,
             Failure::Unauthenticated(_) => Code::Unauthenticated,
             Failure::PermissionDenied(_) => Code::PermissionDenied,
             Failure::Internal => Code::Internal,
@@ -122,6 +125,38 @@ impl Failure {
                 message: cut(m),
                 details: Vec::new(),
             },
+            Failure::FailedPrecondition(problems) => {
+                let listed = &problems[..problems.len().min(MAX_LISTED)];
+                let violations = listed
+                    .iter()
+                    .map(
+                        |(subject, description)| pb::precondition_failure::Violation {
+                            r#type: "OUTCOME_CONFLICT".into(),
+                            subject: subject.clone(),
+                            description: cut(description),
+                        },
+                    )
+                    .collect();
+                let more = problems.len() - listed.len();
+                let text = listed
+                    .iter()
+                    .map(|(s, d)| format!("{s}: {d}"))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                let more_text = if more == 0 {
+                    String::new()
+                } else {
+                    format!("; and {more} more")
+                };
+                pb::Status {
+                    code,
+                    message: cut(&format!("{text}{more_text}")),
+                    details: vec![prost_types::Any {
+                        type_url: "type.googleapis.com/google.rpc.PreconditionFailure".into(),
+                        value: pb::PreconditionFailure { violations }.encode_to_vec(),
+                    }],
+                }
+            }
             Failure::Internal => pb::Status {
                 code,
                 message: INTERNAL_MESSAGE.into(),
@@ -135,7 +170,7 @@ impl Failure {
     pub fn to_status(&self) -> tonic::Status {
         let proto = self.to_status_proto();
         match self {
-            Failure::Invalid(_) => tonic::Status::with_details(
+            Failure::Invalid(_) | Failure::FailedPrecondition(_) => tonic::Status::with_details(
                 self.code(),
                 proto.message.clone(),
                 Bytes::from(proto.encode_to_vec()),

@@ -14,6 +14,7 @@ pub mod errors;
 pub mod log;
 pub mod metrics;
 pub mod model;
+pub mod outcomes;
 pub mod plane;
 pub mod proto;
 pub mod recent_ids;

@@ -111,6 +111,13 @@ pub struct LogConfig {
     pub max_segment_bytes: u64,
     pub max_pending: usize,
     pub fsync: bool,
+    /// Segment files only: the most bytes of this kind's segments in the folder (every
+    /// writer's); beyond, the oldest closed segments are deleted and their records counted as
+    /// expired. None: no cap.
+    pub max_total_bytes: Option<u64>,
+    /// Segment files only: closed segments last written longer ago than this are deleted
+    /// (counted as expired). None: kept.
+    pub max_age: Option<Duration>,
 }
 
 impl Default for LogConfig {
@@ -121,6 +128,8 @@ impl Default for LogConfig {
             max_segment_bytes: 64 << 20,
             max_pending: 200_000,
             fsync: false,
+            max_total_bytes: None,
+            max_age: None,
         }
     }
 }
@@ -164,8 +173,13 @@ struct Inner {
     io: Mutex<Io>,
     dropped: AtomicU64,
     written: AtomicU64,
+    expired: AtomicU64,
     on_drop: Option<Box<dyn Fn(u64) + Send + Sync>>,
+    on_expire: Mutex<Option<ExpireHook>>,
 }
+
+/// Told how many records a retention sweep deleted.
+pub type ExpireHook = Box<dyn Fn(u64) + Send + Sync>;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -283,7 +297,9 @@ impl RecordLog {
             }),
             dropped: AtomicU64::new(0),
             written: AtomicU64::new(0),
+            expired: AtomicU64::new(0),
             on_drop,
+            on_expire: Mutex::new(None),
         });
         let worker = inner.clone();
         let thread = std::thread::Builder::new()
@@ -371,6 +387,17 @@ impl RecordLog {
     #[must_use]
     pub fn written(&self) -> u64 {
         self.inner.written.load(Ordering::Relaxed)
+    }
+
+    /// Records deleted by the retention of [`LogConfig::max_total_bytes`] / `max_age`.
+    #[must_use]
+    pub fn expired(&self) -> u64 {
+        self.inner.expired.load(Ordering::Relaxed)
+    }
+
+    /// Call `hook` with the number of records each retention sweep deletes.
+    pub fn on_expire(&self, hook: ExpireHook) {
+        *lock(&self.inner.on_expire) = Some(hook);
     }
 
     /// The segment being appended to (None before the first write).
@@ -538,13 +565,74 @@ impl Inner {
             {
                 Ok(f) => {
                     io.file = Some(f);
-                    io.segment = Some(path);
+                    io.segment = Some(path.clone());
                     io.segment_bytes = 0;
+                    self.sweep(directory, &path);
                     return Ok(());
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(e),
             }
+        }
+    }
+
+    /// Retention, when a segment starts: delete this kind's closed segments in `directory`
+    /// older than `max_age`, then the oldest until they and `current` fit `max_total_bytes`.
+    /// The records deleted are counted (`expired`) and logged; a failure is logged only.
+    fn sweep(&self, directory: &Path, current: &Path) {
+        let (cap, max_age) = (self.config.max_total_bytes, self.config.max_age);
+        if cap.is_none() && max_age.is_none() {
+            return;
+        }
+        let prefix = format!("{}-", self.kind);
+        let Ok(entries) = std::fs::read_dir(directory) else {
+            return;
+        };
+        let mut segments: Vec<(SystemTime, PathBuf, u64)> = entries
+            .flatten()
+            .filter(|e| {
+                let name = e.file_name();
+                let name = name.to_string_lossy();
+                name.starts_with(&prefix) && name.ends_with(".jsonl") && e.path() != current
+            })
+            .filter_map(|e| {
+                let meta = e.metadata().ok()?;
+                Some((meta.modified().unwrap_or(UNIX_EPOCH), e.path(), meta.len()))
+            })
+            .collect();
+        segments.sort();
+        let mut total: u64 = segments.iter().map(|s| s.2).sum();
+        let now = SystemTime::now();
+        let (mut files, mut records) = (0u64, 0u64);
+        for (modified, path, len) in segments {
+            let too_old =
+                max_age.is_some_and(|age| now.duration_since(modified).is_ok_and(|d| d > age));
+            let too_big = cap.is_some_and(|cap| total > cap);
+            if !(too_old || too_big) {
+                break; // sorted oldest first: the rest are newer and fit
+            }
+            #[allow(clippy::naive_bytecount)]
+            let lines = std::fs::read(&path)
+                .map_or(0, |d| d.iter().filter(|b| **b == b'\n').count() as u64);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    total = total.saturating_sub(len);
+                    files += 1;
+                    records += lines;
+                }
+                Err(e) => log::error!("retention: cannot delete {}: {e}", path.display()),
+            }
+        }
+        if files > 0 {
+            self.expired.fetch_add(records, Ordering::Relaxed);
+            if let Some(hook) = lock(&self.on_expire).as_ref() {
+                hook(records);
+            }
+            log::warn!(
+                "evaluation log {}: retention deleted {files} segment(s), {records} record(s) \
+                 (cap {cap:?} bytes, max age {max_age:?})",
+                self.kind
+            );
         }
     }
 
@@ -736,32 +824,48 @@ pub fn model_fields(
 }
 
 /// One outcome's line: `{"ts":..,"request_id":..,"applicant_id":..,"defaulted":..,
-/// "observed_at":..|null}`.
-pub fn push_outcome(
-    out: &mut Vec<u8>,
-    ts: f64,
-    request_id: &str,
-    applicant_id: &str,
-    defaulted: bool,
-    observed_at: Option<f64>,
-) {
+/// "observed_at":..|null,"correction":..,"reporter":..}`.
+pub fn push_outcome(out: &mut Vec<u8>, o: &OutcomeLine<'_>) {
     out.extend_from_slice(b"{\"ts\":");
-    push_py_float(out, ts);
+    push_py_float(out, o.ts);
     out.extend_from_slice(b",\"request_id\":");
-    push_json_str(out, request_id);
+    push_json_str(out, o.request_id);
     out.extend_from_slice(b",\"applicant_id\":");
-    push_json_str(out, applicant_id);
-    out.extend_from_slice(if defaulted {
+    push_json_str(out, o.applicant_id);
+    out.extend_from_slice(if o.defaulted {
         b",\"defaulted\":true"
     } else {
         b",\"defaulted\":false"
     });
     out.extend_from_slice(b",\"observed_at\":");
-    match observed_at {
+    match o.observed_at {
         Some(t) => push_py_float(out, t),
         None => out.extend_from_slice(b"null"),
     }
+    out.extend_from_slice(if o.correction {
+        b",\"correction\":true"
+    } else {
+        b",\"correction\":false"
+    });
+    out.extend_from_slice(b",\"reporter\":");
+    push_json_str(out, o.reporter);
     out.extend_from_slice(b"}\n");
+}
+
+/// The fields of one outcome record.
+#[derive(Debug, Clone, Copy)]
+pub struct OutcomeLine<'a> {
+    /// When it was reported (Unix seconds).
+    pub ts: f64,
+    pub request_id: &'a str,
+    pub applicant_id: &'a str,
+    pub defaulted: bool,
+    /// When it was observed (Unix seconds), if known.
+    pub observed_at: Option<f64>,
+    /// It replaces the outcome recorded before for its request.
+    pub correction: bool,
+    /// Who reported it (certificate name, token name, `loopback`, or the importing tool).
+    pub reporter: &'a str,
 }
 
 #[cfg(test)]
@@ -798,10 +902,22 @@ mod tests {
              \"degraded\":false,\"imputed\":[],\"features\":[1.5,null,0.1,1e-7]}\n"
         );
         let mut out = Vec::new();
-        push_outcome(&mut out, 2.0, "", "a", false, None);
+        push_outcome(
+            &mut out,
+            &OutcomeLine {
+                ts: 2.0,
+                request_id: "",
+                applicant_id: "a",
+                defaulted: false,
+                observed_at: None,
+                correction: true,
+                reporter: "certificate x",
+            },
+        );
         assert_eq!(
             String::from_utf8_lossy(&out),
-            "{\"ts\":2.0,\"request_id\":\"\",\"applicant_id\":\"a\",\"defaulted\":false,\"observed_at\":null}\n"
+            "{\"ts\":2.0,\"request_id\":\"\",\"applicant_id\":\"a\",\"defaulted\":false,\"observed_at\":null,\
+             \"correction\":true,\"reporter\":\"certificate x\"}\n"
         );
     }
 
@@ -833,9 +949,8 @@ mod tests {
         {
             use std::os::unix::fs::PermissionsExt;
             // Not world-readable: records carry applicant ids and features.
-            let mode = |p: &Path| {
-                std::fs::metadata(p).map_or(0, |m| m.permissions().mode() & 0o777)
-            };
+            let mode =
+                |p: &Path| std::fs::metadata(p).map_or(0, |m| m.permissions().mode() & 0o777);
             assert_eq!(mode(&dir), 0o750);
             for entry in std::fs::read_dir(&dir).iter_mut().flatten().flatten() {
                 assert_eq!(mode(&entry.path()), 0o640);
@@ -845,6 +960,56 @@ mod tests {
             log.write(&two, 2, true),
             Err(LogError::Closed { .. })
         ));
+        let _ = std::fs::remove_dir_all(&dir);
+        Ok(())
+    }
+
+    #[test]
+    fn retention_deletes_the_oldest_segments_beyond_the_cap() -> Result<(), LogError> {
+        let dir = std::env::temp_dir().join(format!("altscore-retention-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| LogError::Bad {
+            kind: "t".into(),
+            what: e.to_string(),
+        })?;
+        // another writer's old segment (3 records) and a file of another kind
+        let old = dir.join("predictions-other-1-1-000000.jsonl");
+        std::fs::write(&old, [line("x"), line("y"), line("z")].concat()).unwrap_or_default();
+        let unrelated = dir.join("outcomes-other-1-1-000000.jsonl");
+        std::fs::write(&unrelated, line("o")).unwrap_or_default();
+        let one = line("a");
+        let config = LogConfig {
+            flush_records: 1,
+            max_segment_bytes: one.len() as u64, // one record per segment
+            max_total_bytes: Some(3 * one.len() as u64),
+            ..LogConfig::default()
+        };
+        let log = RecordLog::open(&dir, "predictions", config, None)?;
+        let seen = Arc::new(AtomicU64::new(0));
+        let hook = seen.clone();
+        log.on_expire(Box::new(move |n| {
+            hook.fetch_add(n, Ordering::Relaxed);
+        }));
+        for _ in 0..6 {
+            log.write(&one, 1, true)?;
+            log.flush()?;
+            std::thread::sleep(Duration::from_millis(5)); // distinct modification times
+        }
+        log.close()?;
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .iter_mut()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|n| n.starts_with("predictions-"))
+            .collect();
+        // 6 one-record segments: the old file went first, then the oldest of ours; at most the
+        // cap (3 records) besides the segment being written
+        assert_eq!(left.len(), 4, "{left:?}");
+        assert!(!old.exists());
+        assert!(unrelated.exists(), "another kind is never touched");
+        assert_eq!(log.expired(), 3 + 2);
+        assert_eq!(seen.load(Ordering::Relaxed), 5);
         let _ = std::fs::remove_dir_all(&dir);
         Ok(())
     }

@@ -132,6 +132,8 @@ pub struct Metrics {
     pub degraded: IntCounter,
     pub in_flight: IntGauge,
     pub log_dropped: IntCounter,
+    pub log_expired: IntCounter,
+    pub shed: IntCounter,
     pub tls_handshake_failures: IntCounterVec,
     pub auth_denied: IntCounterVec,
     pub grpc_started: IntCounterVec,
@@ -311,6 +313,18 @@ impl Metrics {
                 "credit_scoring_prediction_log_dropped_total",
                 "Prediction records the log could not take (full or failing); requests were \
                  answered.",
+            )?,
+            shed: counter(
+                &r,
+                "credit_scoring_calls_shed_total",
+                "Scoring calls answered RESOURCE_EXHAUSTED at once because the server had its \
+                 limit of calls in flight.",
+            )?,
+            log_expired: counter(
+                &r,
+                "credit_scoring_prediction_log_expired_total",
+                "Prediction records deleted from the local log by its retention (size cap or \
+                 age; oldest segments first).",
             )?,
             tls_handshake_failures: counter_vec(
                 &r,
@@ -603,5 +617,142 @@ pub async fn serve(
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
+    }
+}
+
+/// The global bound on calls in flight: a `credit.scoring.v1.Scoring` call (a stream counts
+/// while it is open) beyond `limit` is answered at once with `RESOURCE_EXHAUSTED` and a
+/// `grpc-retry-pushback-ms` trailer, and counted; health and reflection are never shed, so a
+/// busy server still reports its health.
+#[derive(Clone)]
+pub struct ShedLayer {
+    state: Arc<ShedState>,
+}
+
+struct ShedState {
+    limit: usize,
+    pushback_ms: u64,
+    in_flight: std::sync::atomic::AtomicUsize,
+    shed: IntCounter,
+}
+
+impl ShedLayer {
+    #[must_use]
+    pub fn new(limit: usize, pushback: std::time::Duration, shed: IntCounter) -> Self {
+        Self {
+            state: Arc::new(ShedState {
+                limit: limit.max(1),
+                pushback_ms: u64::try_from(pushback.as_millis()).unwrap_or(u64::MAX),
+                in_flight: std::sync::atomic::AtomicUsize::new(0),
+                shed,
+            }),
+        }
+    }
+}
+
+impl<S> Layer<S> for ShedLayer {
+    type Service = Shedding<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Shedding {
+            inner,
+            state: self.state.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Shedding<S> {
+    inner: S,
+    state: Arc<ShedState>,
+}
+
+/// One call's place in the bound, given back when its answer (a stream's last message) is
+/// done or dropped.
+struct Permit(Arc<ShedState>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+impl<S, B> Service<http::Request<B>> for Shedding<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if !req.uri().path().starts_with("/credit.scoring.v1.Scoring/") {
+            return Box::pin(self.inner.call(req));
+        }
+        let state = &self.state;
+        let before = state
+            .in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        let permit = Permit(state.clone());
+        if before >= state.limit {
+            drop(permit);
+            state.shed.inc();
+            let status = tonic::Status::resource_exhausted(format!(
+                "the server has {} calls in flight, its limit; retry after {} ms",
+                state.limit, state.pushback_ms
+            ));
+            let mut response = status.into_http::<tonic::body::Body>();
+            if let Ok(v) = http::HeaderValue::from_str(&state.pushback_ms.to_string()) {
+                response.headers_mut().insert("grpc-retry-pushback-ms", v);
+            }
+            return Box::pin(std::future::ready(Ok(response)));
+        }
+        let future = self.inner.call(req);
+        Box::pin(async move {
+            let response = future.await?;
+            Ok(response.map(|inner| {
+                tonic::body::Body::new(HeldBody {
+                    inner,
+                    _permit: permit,
+                })
+            }))
+        })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body holding its call's [`Permit`] until it ends or is dropped.
+    struct HeldBody {
+        #[pin]
+        inner: tonic::body::Body,
+        _permit: Permit,
+    }
+}
+
+impl Body for HeldBody {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

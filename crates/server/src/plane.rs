@@ -36,10 +36,11 @@ use crate::auth::Caller;
 use crate::config::Config;
 use crate::errors::Failure;
 use crate::log::{
-    push_outcome, push_prediction, unix_now, PredictionLine, PredictionSink, RecordLog,
+    push_outcome, push_prediction, unix_now, OutcomeLine, PredictionLine, PredictionSink, RecordLog,
 };
 use crate::metrics::Metrics;
 use crate::model::{EntityLookup, Explanation, ServingModel};
+use crate::outcomes::{judge, Ledger, Reported, Verdict};
 use crate::proto;
 pub use crate::recent_ids::RecentIds;
 use crate::store::{FeatureStore, StoredRow, StoredValue};
@@ -288,6 +289,10 @@ pub struct Plane {
     pub store: FeatureStore,
     pub predictions: Option<Arc<dyn PredictionSink>>,
     pub outcomes: RecordLog,
+    /// The outcome recorded for each request (the conflict check of `ReportOutcome`).
+    pub ledger: Ledger,
+    /// Held from the check to the write of one `ReportOutcome` (this process).
+    outcome_lock: std::sync::Mutex<()>,
     pub metrics: Arc<Metrics>,
     shadow_permits: Arc<Semaphore>,
     /// `credit_scoring_applicants_scored_total` of each served model (keyed by its address),
@@ -306,6 +311,7 @@ impl Plane {
         store: FeatureStore,
         predictions: Option<Arc<dyn PredictionSink>>,
         outcomes: RecordLog,
+        ledger: Ledger,
         metrics: Arc<Metrics>,
     ) -> Self {
         Self {
@@ -315,6 +321,8 @@ impl Plane {
             store,
             predictions,
             outcomes,
+            ledger,
+            outcome_lock: std::sync::Mutex::new(()),
             metrics,
             applicants: std::sync::RwLock::new(HashMap::new()),
         }
@@ -908,8 +916,83 @@ impl Plane {
             return Err(Failure::Invalid(bad));
         }
         let now = unix_now();
-        let mut lines = Vec::with_capacity(outcomes.len() * 120);
-        for o in &outcomes {
+        let reporter = caller.to_string();
+        let plane = self.clone();
+        let done =
+            tokio::task::spawn_blocking(move || plane.write_outcomes(&outcomes, now, &reporter))
+                .await;
+        match done {
+            Ok(Ok((recorded, unchanged))) => {
+                log::info!(
+                    "{recorded} outcome(s) recorded ({unchanged} already were), reported by {caller}"
+                );
+                Ok(proto::ReportOutcomeResponse {
+                    recorded: i32::try_from(recorded).unwrap_or(i32::MAX),
+                    unchanged: i32::try_from(unchanged).unwrap_or(i32::MAX),
+                })
+            }
+            Ok(Err(f)) => Err(f),
+            Err(e) => {
+                log::error!("outcome writer failed: {e}");
+                Err(Failure::Internal)
+            }
+        }
+    }
+
+    /// Check `outcomes` against the recorded ones, write the new ones and corrections (with
+    /// `reporter`), remember them. Returns (written, unchanged). Blocking.
+    fn write_outcomes(
+        &self,
+        outcomes: &[proto::Outcome],
+        now: f64,
+        reporter: &str,
+    ) -> Result<(usize, usize), Failure> {
+        let _one_at_a_time = self
+            .outcome_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let ids: Vec<&str> = outcomes.iter().map(|o| o.request_id.as_str()).collect();
+        let recorded = self.ledger.recorded(&ids).map_err(|e| {
+            log::error!("outcomes not recorded: {e}");
+            Failure::Unavailable(
+                "the recorded outcomes cannot be checked now; nothing was recorded, and \
+                 reporting these outcomes again is safe"
+                    .into(),
+            )
+        })?;
+        let claims: Vec<Reported<'_>> = outcomes
+            .iter()
+            .map(|o| Reported {
+                request_id: &o.request_id,
+                defaulted: o.defaulted,
+                correction: o.correction,
+            })
+            .collect();
+        let verdicts = judge(&claims, &recorded);
+        let conflicts: Vec<(String, String)> = verdicts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| match v {
+                Verdict::Conflict { recorded } => Some((
+                    format!("outcomes[{i}]"),
+                    format!(
+                        "request '{}' already has the outcome defaulted={recorded}; send it with \
+                         correction=true to replace it",
+                        echo(&outcomes[i].request_id)
+                    ),
+                )),
+                _ => None,
+            })
+            .collect();
+        if !conflicts.is_empty() {
+            return Err(Failure::FailedPrecondition(conflicts));
+        }
+        let mut lines = Vec::with_capacity(outcomes.len() * 140);
+        let mut written = Vec::new();
+        for (o, v) in outcomes.iter().zip(&verdicts) {
+            if *v != Verdict::Write {
+                continue;
+            }
             let observed = if o.observed_at == 0.0 {
                 now
             } else {
@@ -917,51 +1000,54 @@ impl Plane {
             };
             push_outcome(
                 &mut lines,
-                now,
-                &o.request_id,
-                &o.applicant_id,
-                o.defaulted,
-                Some(observed),
+                &OutcomeLine {
+                    ts: now,
+                    request_id: &o.request_id,
+                    applicant_id: &o.applicant_id,
+                    defaulted: o.defaulted,
+                    observed_at: Some(observed),
+                    correction: o.correction,
+                    reporter,
+                },
             );
+            written.push((o.request_id.as_str(), o.defaulted));
         }
-        let n = outcomes.len();
-        let plane = self.clone();
-        let written = tokio::task::spawn_blocking(move || {
-            let taken = plane.outcomes.write(&lines, n, true)?;
+        let n = written.len();
+        let unchanged = outcomes.len() - n;
+        if n == 0 {
+            return Ok((0, unchanged));
+        }
+        let result = self.outcomes.write(&lines, n, true).and_then(|taken| {
             if taken < n {
                 return Err(crate::log::LogError::Bad {
                     kind: "outcomes".into(),
                     what: "the log is full".into(),
                 });
             }
-            plane.outcomes.flush()
-        })
-        .await;
-        match written {
-            Ok(Ok(())) => {
-                log::info!("{n} outcome(s) recorded, reported by {caller}");
-                Ok(proto::ReportOutcomeResponse {
-                    recorded: i32::try_from(n).unwrap_or(i32::MAX),
-                })
+            self.outcomes.flush()
+        });
+        match result {
+            Ok(()) => {
+                if let Err(e) = self.ledger.remember(&written) {
+                    // Written: the log's reading rule still keeps the first outcome.
+                    log::error!("outcomes recorded but not remembered for the conflict check: {e}");
+                }
+                Ok((n, unchanged))
             }
-            Ok(Err(e @ crate::log::LogError::Write { .. })) => {
+            Err(e @ crate::log::LogError::Write { .. }) => {
                 log::error!("outcomes not recorded yet: {e}");
                 Err(Failure::Unavailable(
                     "the evaluation log could not be written now; these outcomes stay queued \
-                     and are retried, and reporting them again is safe (the latest report of a \
-                     request counts)"
+                     and are retried, and reporting them again is safe (an outcome already \
+                     recorded is not written twice)"
                         .into(),
                 ))
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 log::error!("outcomes not recorded: {e}");
                 Err(Failure::Unavailable(
                     "the evaluation log is full or closed; nothing was recorded".into(),
                 ))
-            }
-            Err(e) => {
-                log::error!("outcome writer failed: {e}");
-                Err(Failure::Internal)
             }
         }
     }

@@ -30,7 +30,8 @@ use crate::auth::Authorizer;
 use crate::config::Config;
 use crate::errors::{size_limit_response, INTERNAL_MESSAGE};
 use crate::log::{LogConfig, PredictionSink, RecordLog, Target};
-use crate::metrics::{self, GrpcMetricsLayer, Metrics};
+use crate::metrics::{self, GrpcMetricsLayer, Metrics, ShedLayer};
+use crate::outcomes::Ledger;
 use crate::plane::{Plane, Variants};
 use crate::proto;
 use crate::proto::scoring_server::ScoringServer;
@@ -173,15 +174,20 @@ impl DataPlane {
             None => Target::Segments(config.evaluation_dir.clone()),
         };
         let predictions: Option<Arc<dyn PredictionSink>> = if config.log_predictions {
-            Some(Arc::new(
-                RecordLog::open_target(
-                    target("predictions"),
-                    "predictions",
-                    LogConfig::default(),
-                    Some(Box::new(move |n| dropped.inc_by(n))),
-                )
-                .map_err(|e| StartError::Other(e.to_string()))?,
-            ))
+            let log = RecordLog::open_target(
+                target("predictions"),
+                "predictions",
+                LogConfig {
+                    max_total_bytes: config.log_max_bytes,
+                    max_age: config.log_max_age,
+                    ..LogConfig::default()
+                },
+                Some(Box::new(move |n| dropped.inc_by(n))),
+            )
+            .map_err(|e| StartError::Other(e.to_string()))?;
+            let expired = metrics.log_expired.clone();
+            log.on_expire(Box::new(move |n| expired.inc_by(n)));
+            Some(Arc::new(log))
         } else {
             None
         };
@@ -233,7 +239,28 @@ impl DataPlane {
                 .await;
             (reporter, service)
         });
-        let plane = Arc::new(Plane::new(config, store, predictions, outcomes, metrics));
+        let ledger = match &config.log_stream {
+            Some(stream) => Ledger::redis(
+                &stream.url,
+                format!("{}:outcome-index", stream.prefix),
+                Duration::from_secs(2),
+            )
+            .map_err(StartError::Other)?,
+            None => Ledger::from_segments(&config.evaluation_dir).map_err(|e| {
+                StartError::Other(format!(
+                    "outcome log {}: {e}",
+                    config.evaluation_dir.display()
+                ))
+            })?,
+        };
+        let plane = Arc::new(Plane::new(
+            config,
+            store,
+            predictions,
+            outcomes,
+            ledger,
+            metrics,
+        ));
         Ok(Self {
             runtime,
             plane,
@@ -321,6 +348,11 @@ impl DataPlane {
             .layer(CatchPanicLayer::custom(panic_response))
             .layer(MapResponseLayer::new(
                 size_limit_response::<tonic::body::Body> as fn(_) -> _,
+            ))
+            .layer(ShedLayer::new(
+                config.max_in_flight,
+                config.retry_pushback,
+                self.plane.metrics.shed.clone(),
             ))
             .add_service(health)
             .add_service(reflection_v1)

@@ -173,7 +173,13 @@ def prediction_line(
     """One prediction's evaluation-log line, as the data plane writes it."""
 
 def outcome_line(
-    ts: float, request_id: str, applicant_id: str, defaulted: bool, observed_at: float | None
+    ts: float,
+    request_id: str,
+    applicant_id: str,
+    defaulted: bool,
+    observed_at: float | None,
+    correction: bool = False,
+    reporter: str = "",
 ) -> bytes:
     """One outcome's evaluation-log line, as the data plane writes it."""
 
@@ -266,6 +272,10 @@ class DataPlane:
         handshake_timeout: float = 10.0,
         outcome_writers: list[str] | None = None,
         outcome_tokens_file: str | PathLike[str] | None = None,
+        log_max_bytes: int | None = None,
+        log_max_age: float | None = None,
+        max_in_flight: int = 2048,
+        retry_pushback: float = 0.1,
     ) -> DataPlane: ...
     @property
     def grpc_port(self) -> int: ...

@@ -156,16 +156,18 @@ class ScoreStreamResponse(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., response: _Optional[_Union[ScoreResponse, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
 
 class Outcome(_message.Message):
-    __slots__ = ("request_id", "applicant_id", "defaulted", "observed_at")
+    __slots__ = ("request_id", "applicant_id", "defaulted", "observed_at", "correction")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     APPLICANT_ID_FIELD_NUMBER: _ClassVar[int]
     DEFAULTED_FIELD_NUMBER: _ClassVar[int]
     OBSERVED_AT_FIELD_NUMBER: _ClassVar[int]
+    CORRECTION_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     applicant_id: str
     defaulted: bool
     observed_at: float
-    def __init__(self, request_id: _Optional[str] = ..., applicant_id: _Optional[str] = ..., defaulted: _Optional[bool] = ..., observed_at: _Optional[float] = ...) -> None: ...
+    correction: bool
+    def __init__(self, request_id: _Optional[str] = ..., applicant_id: _Optional[str] = ..., defaulted: _Optional[bool] = ..., observed_at: _Optional[float] = ..., correction: _Optional[bool] = ...) -> None: ...
 
 class ReportOutcomeRequest(_message.Message):
     __slots__ = ("outcomes",)
@@ -174,10 +176,12 @@ class ReportOutcomeRequest(_message.Message):
     def __init__(self, outcomes: _Optional[_Iterable[_Union[Outcome, _Mapping]]] = ...) -> None: ...
 
 class ReportOutcomeResponse(_message.Message):
-    __slots__ = ("recorded",)
+    __slots__ = ("recorded", "unchanged")
     RECORDED_FIELD_NUMBER: _ClassVar[int]
+    UNCHANGED_FIELD_NUMBER: _ClassVar[int]
     recorded: int
-    def __init__(self, recorded: _Optional[int] = ...) -> None: ...
+    unchanged: int
+    def __init__(self, recorded: _Optional[int] = ..., unchanged: _Optional[int] = ...) -> None: ...
 
 class GetModelInfoRequest(_message.Message):
     __slots__ = ()

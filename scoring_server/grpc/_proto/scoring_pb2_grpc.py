@@ -99,7 +99,9 @@ class ScoringServicer:
     def ReportOutcome(self, request, context):
         """Observed outcomes (did the applicant default?) of scored requests, for champion/challenger
         evaluation (`python -m training compare`). All or nothing: a bad outcome fails the call with
-        INVALID_ARGUMENT naming `outcomes[i].<field>`; OK means every outcome is on disk.
+        INVALID_ARGUMENT naming `outcomes[i].<field>`, one contradicting a recorded outcome without
+        `correction` with FAILED_PRECONDITION; OK means every outcome is on disk. Only callers the
+        server names may call it (UNAUTHENTICATED / PERMISSION_DENIED otherwise).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -860,7 +860,12 @@ type Outcome struct {
 	// True when the applicant defaulted (the model's target event happened).
 	Defaulted bool `protobuf:"varint,3,opt,name=defaulted,proto3" json:"defaulted,omitempty"`
 	// When the outcome was observed, Unix seconds (0 = when the server received it).
-	ObservedAt    float64 `protobuf:"fixed64,4,opt,name=observed_at,json=observedAt,proto3" json:"observed_at,omitempty"`
+	ObservedAt float64 `protobuf:"fixed64,4,opt,name=observed_at,json=observedAt,proto3" json:"observed_at,omitempty"`
+	// Set to replace the outcome already recorded for this `request_id`. Without it, an outcome
+	// that contradicts one already recorded is refused with FAILED_PRECONDITION (nothing of the
+	// call is written), and the same outcome sent again (a retry) is accepted and not written
+	// twice. A correction is kept with the identity of its sender.
+	Correction    bool `protobuf:"varint,5,opt,name=correction,proto3" json:"correction,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -923,6 +928,13 @@ func (x *Outcome) GetObservedAt() float64 {
 	return 0
 }
 
+func (x *Outcome) GetCorrection() bool {
+	if x != nil {
+		return x.Correction
+	}
+	return false
+}
+
 type ReportOutcomeRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Outcomes      []*Outcome             `protobuf:"bytes,1,rep,name=outcomes,proto3" json:"outcomes,omitempty"`
@@ -969,8 +981,11 @@ func (x *ReportOutcomeRequest) GetOutcomes() []*Outcome {
 
 type ReportOutcomeResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Outcomes written to the evaluation log.
-	Recorded      int32 `protobuf:"varint,1,opt,name=recorded,proto3" json:"recorded,omitempty"`
+	// Outcomes written to the evaluation log (new ones and corrections).
+	Recorded int32 `protobuf:"varint,1,opt,name=recorded,proto3" json:"recorded,omitempty"`
+	// Outcomes identical to the one already recorded for their request (retries): accepted, not
+	// written again.
+	Unchanged     int32 `protobuf:"varint,2,opt,name=unchanged,proto3" json:"unchanged,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1008,6 +1023,13 @@ func (*ReportOutcomeResponse) Descriptor() ([]byte, []int) {
 func (x *ReportOutcomeResponse) GetRecorded() int32 {
 	if x != nil {
 		return x.Recorded
+	}
+	return 0
+}
+
+func (x *ReportOutcomeResponse) GetUnchanged() int32 {
+	if x != nil {
+		return x.Unchanged
 	}
 	return 0
 }
@@ -1425,18 +1447,22 @@ const file_credit_scoring_v1_scoring_proto_rawDesc = "" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12>\n" +
 	"\bresponse\x18\x02 \x01(\v2 .credit.scoring.v1.ScoreResponseH\x00R\bresponse\x12*\n" +
 	"\x05error\x18\x03 \x01(\v2\x12.google.rpc.StatusH\x00R\x05errorB\b\n" +
-	"\x06result\"\x8a\x01\n" +
+	"\x06result\"\xaa\x01\n" +
 	"\aOutcome\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\tR\trequestId\x12!\n" +
 	"\fapplicant_id\x18\x02 \x01(\tR\vapplicantId\x12\x1c\n" +
 	"\tdefaulted\x18\x03 \x01(\bR\tdefaulted\x12\x1f\n" +
 	"\vobserved_at\x18\x04 \x01(\x01R\n" +
-	"observedAt\"N\n" +
+	"observedAt\x12\x1e\n" +
+	"\n" +
+	"correction\x18\x05 \x01(\bR\n" +
+	"correction\"N\n" +
 	"\x14ReportOutcomeRequest\x126\n" +
-	"\boutcomes\x18\x01 \x03(\v2\x1a.credit.scoring.v1.OutcomeR\boutcomes\"3\n" +
+	"\boutcomes\x18\x01 \x03(\v2\x1a.credit.scoring.v1.OutcomeR\boutcomes\"Q\n" +
 	"\x15ReportOutcomeResponse\x12\x1a\n" +
-	"\brecorded\x18\x01 \x01(\x05R\brecorded\"\x15\n" +
+	"\brecorded\x18\x01 \x01(\x05R\brecorded\x12\x1c\n" +
+	"\tunchanged\x18\x02 \x01(\x05R\tunchanged\"\x15\n" +
 	"\x13GetModelInfoRequest\"\xed\x01\n" +
 	"\tInputInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x120\n" +

@@ -46,7 +46,9 @@ type ScoringClient interface {
 	GetModelInfo(ctx context.Context, in *GetModelInfoRequest, opts ...grpc.CallOption) (*GetModelInfoResponse, error)
 	// Observed outcomes (did the applicant default?) of scored requests, for champion/challenger
 	// evaluation (`python -m training compare`). All or nothing: a bad outcome fails the call with
-	// INVALID_ARGUMENT naming `outcomes[i].<field>`; OK means every outcome is on disk.
+	// INVALID_ARGUMENT naming `outcomes[i].<field>`, one contradicting a recorded outcome without
+	// `correction` with FAILED_PRECONDITION; OK means every outcome is on disk. Only callers the
+	// server names may call it (UNAUTHENTICATED / PERMISSION_DENIED otherwise).
 	ReportOutcome(ctx context.Context, in *ReportOutcomeRequest, opts ...grpc.CallOption) (*ReportOutcomeResponse, error)
 }
 
@@ -129,7 +131,9 @@ type ScoringServer interface {
 	GetModelInfo(context.Context, *GetModelInfoRequest) (*GetModelInfoResponse, error)
 	// Observed outcomes (did the applicant default?) of scored requests, for champion/challenger
 	// evaluation (`python -m training compare`). All or nothing: a bad outcome fails the call with
-	// INVALID_ARGUMENT naming `outcomes[i].<field>`; OK means every outcome is on disk.
+	// INVALID_ARGUMENT naming `outcomes[i].<field>`, one contradicting a recorded outcome without
+	// `correction` with FAILED_PRECONDITION; OK means every outcome is on disk. Only callers the
+	// server names may call it (UNAUTHENTICATED / PERMISSION_DENIED otherwise).
 	ReportOutcome(context.Context, *ReportOutcomeRequest) (*ReportOutcomeResponse, error)
 	mustEmbedUnimplementedScoringServer()
 }

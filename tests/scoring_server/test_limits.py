@@ -1,0 +1,95 @@
+"""Bounds a hostile or overloaded client cannot push the server past (issue 13, point 3), on a
+real server process with small limits."""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from scoring_server.grpc._proto import scoring_pb2 as pb
+from scoring_server.grpc._proto import scoring_pb2_grpc as pb_grpc
+from tests.conftest import ServerProcess, TrainedModel, health_status, metric, start_server
+from tests.scoring_server.test_grpc_e2e import request
+
+
+@pytest.fixture(scope="module")
+def limited(
+    trained: TrainedModel, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    srv = start_server(
+        trained.state_dir,
+        tmp_path_factory.mktemp("logs") / "limited.log",
+        wait_serving=True,
+        ALTSCORE_MAX_IN_FLIGHT_CALLS="2",
+        ALTSCORE_RETRY_PUSHBACK_MS="250",
+    )
+    yield srv
+    srv.stop()
+
+
+class HeldStream:
+    """A ScoreStream kept open until :meth:`close`."""
+
+    def __init__(self, stub: pb_grpc.ScoringStub, name: str) -> None:
+        self.requests: queue.Queue[pb.ScoreRequest | None] = queue.Queue()
+        self.answers = stub.ScoreStream(iter(self.requests.get, None), timeout=30)
+        self.requests.put(request(f"{name}-0"))
+        first = next(self.answers)
+        assert first.WhichOneof("result") == "response"
+
+    def close(self) -> None:
+        self.requests.put(None)
+        for _ in self.answers:
+            pass
+
+
+def eventually_scored(stub: pb_grpc.ScoringStub, request_id: str, within: float = 5.0) -> None:
+    """Score once the server has room again (RESOURCE_EXHAUSTED until then, nothing else)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            stub.Score(request(request_id), timeout=5)
+            return
+        except grpc.RpcError as e:
+            code = e.code()
+        if code != grpc.StatusCode.RESOURCE_EXHAUSTED or time.monotonic() > deadline:
+            pytest.fail(f"{request_id}: {code} after {within} s")
+        time.sleep(0.05)
+
+
+def test_calls_beyond_the_in_flight_limit_are_shed_with_a_pushback(
+    limited: ServerProcess,
+) -> None:
+    with grpc.insecure_channel(limited.target) as ch:
+        stub = pb_grpc.ScoringStub(ch)
+        assert stub.Score(request("before"), timeout=5).pd > 0
+        before = metric(limited, "credit_scoring_calls_shed_total")
+        held = [HeldStream(stub, f"held-{i}") for i in range(2)]
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Score(request("shed"), timeout=5)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "2 calls in flight" in (info.value.details() or "")
+        trailers = dict(info.value.trailing_metadata() or ())
+        assert trailers.get("grpc-retry-pushback-ms") == "250"
+        assert metric(limited, "credit_scoring_calls_shed_total") == before + 1
+        assert metric(limited, "grpc_server_handled_total", grpc_code="RESOURCE_EXHAUSTED") >= 1
+        # health is never shed: a busy server still says it is serving
+        assert health_status(limited.target) == 1
+        for h in held:
+            h.close()
+        eventually_scored(stub, "after")  # the streams' places are given back
+
+
+def test_a_client_that_goes_away_gives_its_place_back(limited: ServerProcess) -> None:
+    """Streams whose client vanished without closing them do not hold the bound."""
+    gone = grpc.insecure_channel(limited.target)
+    stub = pb_grpc.ScoringStub(gone)
+    held = [HeldStream(stub, f"abandoned-{i}") for i in range(2)]
+    gone.close()  # the connection goes with its streams open
+    del held
+    with grpc.insecure_channel(limited.target) as ch:
+        eventually_scored(pb_grpc.ScoringStub(ch), "after-abandon")
