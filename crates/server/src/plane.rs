@@ -182,6 +182,16 @@ impl Scored {
     }
 }
 
+/// `DEADLINE_EXCEEDED` once `deadline` has passed.
+pub fn check_deadline(deadline: Option<Instant>) -> Result<(), Failure> {
+    match deadline {
+        Some(d) if Instant::now() >= d => Err(Failure::DeadlineExceeded(
+            "the call's deadline passed before its answer was ready".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// Longest request or applicant id accepted, in bytes (UTF-8). Ids are logged with every
 /// prediction, so they are bounded like everything else a client can make the server store.
 pub const MAX_ID_BYTES: usize = 256;
@@ -743,7 +753,13 @@ impl Plane {
     }
 
     /// `Score`: one request's bytes to the `ScoreResponse`'s.
-    pub async fn score_one(self: &Arc<Self>, bytes: Bytes) -> Result<Vec<u8>, Failure> {
+    /// Past `deadline` (the call's), the answer is not given, so it is not logged as served
+    /// either (nor shadowed).
+    pub async fn score_one(
+        self: &Arc<Self>,
+        bytes: Bytes,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<u8>, Failure> {
         let view = parse_request(&bytes).map_err(|e| Failure::malformed("ScoreRequest", e))?;
         let id_bad = vec![id_violation(
             view.request_id,
@@ -757,6 +773,7 @@ impl Plane {
             return Err(Failure::Internal);
         };
         scored.put(&mut out, views[0].request_id, Shape::Response);
+        check_deadline(deadline)?;
         self.log(&views, &results, true);
         drop(results);
         self.shadow(&variants, ShadowInput::One(bytes.clone()), vec![0]);
@@ -764,7 +781,11 @@ impl Plane {
     }
 
     /// `ScoreBatch`: all or nothing.
-    pub async fn score_batch(self: &Arc<Self>, bytes: Bytes) -> Result<Vec<u8>, Failure> {
+    pub async fn score_batch(
+        self: &Arc<Self>,
+        bytes: Bytes,
+        deadline: Option<Instant>,
+    ) -> Result<Vec<u8>, Failure> {
         let max = self.config.max_batch;
         let views = parse_batch(&bytes, max).map_err(|e| match e {
             Ok(n) => Failure::Invalid(vec![Violation::new(
@@ -794,6 +815,7 @@ impl Plane {
                 Err(_) => return Err(Failure::Internal),
             }
         }
+        check_deadline(deadline)?;
         self.log(&views, &results, true);
         let n = results.len();
         drop(results);

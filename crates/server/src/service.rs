@@ -79,17 +79,79 @@ impl ScoringService {
     }
 }
 
+/// A `grpc-timeout` value as the gRPC spec writes it: 1 to 8 digits and a unit (`H` hours,
+/// `M` minutes, `S` seconds, `m` milliseconds, `u` microseconds, `n` nanoseconds). Anything else
+/// is None: no deadline, as tonic's own reading of the header (so every RPC reads it alike).
+#[must_use]
+pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    let unit_at = value.len().checked_sub(1)?;
+    if !value.is_char_boundary(unit_at) {
+        return None;
+    }
+    let (digits, unit) = value.split_at(unit_at);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// The call's deadline: `started` plus its `grpc-timeout`.
+fn deadline_of<T>(request: &Request<T>, started: Instant) -> Option<Instant> {
+    let value = request.metadata().get("grpc-timeout")?.to_str().ok()?;
+    parse_grpc_timeout(value).and_then(|d| started.checked_add(d))
+}
+
+/// How long before the deadline this server answers `DEADLINE_EXCEEDED` itself: tonic's own
+/// timer answers `CANCELLED` at the deadline, and a client must see one code for one cause.
+const DEADLINE_MARGIN: Duration = Duration::from_micros(500);
+
+/// Run `work` under `deadline`: not started once it has passed, ended before it (its work
+/// dropped), both `DEADLINE_EXCEEDED`.
+async fn within<T>(
+    deadline: Option<Instant>,
+    work: impl std::future::Future<Output = Result<T, Failure>>,
+) -> Result<T, Failure> {
+    let Some(deadline) = deadline else {
+        return work.await;
+    };
+    let stop = deadline.checked_sub(DEADLINE_MARGIN).unwrap_or(deadline);
+    if Instant::now() >= stop {
+        return Err(Failure::DeadlineExceeded(
+            "the call's deadline passed before it started".into(),
+        ));
+    }
+    match tokio::time::timeout_at(tokio::time::Instant::from_std(stop), work).await {
+        Ok(result) => result,
+        Err(_) => Err(Failure::DeadlineExceeded(
+            "the call's deadline passed before its answer was ready".into(),
+        )),
+    }
+}
+
 #[tonic::async_trait]
 impl Scoring for ScoringService {
     async fn score(&self, request: Request<RawRequest>) -> Result<Response<Encoded>, Status> {
         let started = Instant::now();
-        let result = self.plane.score_one(request.into_inner().0).await;
+        let deadline = deadline_of(&request, started);
+        let work = self.plane.score_one(request.into_inner().0, deadline);
+        let result = within(deadline, work).await;
         self.finish("Score", started, result.map(Encoded))
     }
 
     async fn score_batch(&self, request: Request<RawRequest>) -> Result<Response<Encoded>, Status> {
         let started = Instant::now();
-        let result = self.plane.score_batch(request.into_inner().0).await;
+        let deadline = deadline_of(&request, started);
+        let work = self.plane.score_batch(request.into_inner().0, deadline);
+        let result = within(deadline, work).await;
         self.finish("ScoreBatch", started, result.map(Encoded))
     }
 
@@ -99,6 +161,7 @@ impl Scoring for ScoringService {
         &self,
         request: Request<Streaming<RawRequest>>,
     ) -> Result<Response<Self::ScoreStreamStream>, Status> {
+        let deadline = deadline_of(&request, Instant::now());
         let config = &self.plane.config;
         let queue = config.stream_queue.max(1);
         let (max, wait, window) = (
@@ -112,19 +175,34 @@ impl Scoring for ScoringService {
         let reader = tokio::spawn(read_ahead(incoming, in_tx));
         let plane = self.plane.clone();
         tokio::spawn(async move {
-            answer_stream(plane, in_rx, out_tx, max, wait, window).await;
+            let answers = answer_stream(plane, in_rx, out_tx.clone(), max, wait, window);
+            let ended = match deadline {
+                None => {
+                    answers.await;
+                    false
+                }
+                Some(d) => tokio::time::timeout_at(tokio::time::Instant::from_std(d), answers)
+                    .await
+                    .is_err(),
+            };
             reader.abort();
+            if ended {
+                // The stream's deadline: it ends with that status, its work dropped.
+                let status = Status::deadline_exceeded("the stream's deadline passed");
+                let _ = out_tx.send(Err(status)).await;
+            }
         });
         Ok(Response::new(ReceiverStream::new(out_rx)))
     }
 
     async fn get_model_info(
         &self,
-        _request: Request<proto::GetModelInfoRequest>,
+        request: Request<proto::GetModelInfoRequest>,
     ) -> Result<Response<proto::GetModelInfoResponse>, Status> {
         let started = Instant::now();
-        let info = self.plane.model_info();
-        self.finish("GetModelInfo", started, Ok(info))
+        let deadline = deadline_of(&request, started);
+        let info = within(deadline, async { Ok(self.plane.model_info()) }).await;
+        self.finish("GetModelInfo", started, info)
     }
 
     async fn report_outcome(
@@ -132,15 +210,32 @@ impl Scoring for ScoringService {
         request: Request<proto::ReportOutcomeRequest>,
     ) -> Result<Response<proto::ReportOutcomeResponse>, Status> {
         let started = Instant::now();
+        let deadline = deadline_of(&request, started);
         let result = match self.caller("ReportOutcome", &request) {
             Ok(caller) => {
-                self.plane
-                    .record_outcomes(request.into_inner(), &caller)
-                    .await
+                // Not cut short once writing began: an outcome is on disk or reported not to be.
+                match check_started(deadline) {
+                    Ok(()) => {
+                        self.plane
+                            .record_outcomes(request.into_inner(), &caller)
+                            .await
+                    }
+                    Err(f) => Err(f),
+                }
             }
             Err(f) => Err(f),
         };
         self.finish("ReportOutcome", started, result)
+    }
+}
+
+/// `DEADLINE_EXCEEDED` when `deadline` has (nearly) passed before the work starts.
+fn check_started(deadline: Option<Instant>) -> Result<(), Failure> {
+    match deadline {
+        Some(d) if Instant::now() + DEADLINE_MARGIN >= d => Err(Failure::DeadlineExceeded(
+            "the call's deadline passed before it started".into(),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -225,5 +320,66 @@ async fn answer_stream(
             let _ = out.send(Err(status)).await;
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeout_is_read_per_the_spec() {
+        assert_eq!(parse_grpc_timeout("1S"), Some(Duration::from_secs(1)));
+        assert_eq!(parse_grpc_timeout("1m"), Some(Duration::from_millis(1)));
+        assert_eq!(parse_grpc_timeout("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_grpc_timeout("3H"),
+            Some(Duration::from_secs(3 * 3600))
+        );
+        assert_eq!(
+            parse_grpc_timeout("99999999u"),
+            Some(Duration::from_micros(99_999_999))
+        );
+        assert_eq!(parse_grpc_timeout("5n"), Some(Duration::from_nanos(5)));
+        for bad in [
+            "",
+            "S",
+            "1",
+            "123456789S",
+            "1s",
+            "-1S",
+            "1.5S",
+            "1 S",
+            "1é",
+            "１S",
+        ] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn work_is_not_started_after_the_deadline_and_is_cut_before_it() {
+        let started = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = started.clone();
+        let past = Instant::now().checked_sub(Duration::from_millis(1));
+        let r: Result<(), Failure> = within(past, async move {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        })
+        .await;
+        assert_eq!(r.map_err(|f| f.code()), Err(Code::DeadlineExceeded));
+        assert!(!started.load(std::sync::atomic::Ordering::SeqCst));
+        let soon = Instant::now() + Duration::from_millis(20);
+        let slow = within(Some(soon), async {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Ok(())
+        });
+        let t = Instant::now();
+        assert_eq!(
+            slow.await.map_err(|f| f.code()),
+            Err(Code::DeadlineExceeded)
+        );
+        assert!(t.elapsed() < Duration::from_millis(500));
+        assert_eq!(within(None, async { Ok(1) }).await, Ok(1));
     }
 }
