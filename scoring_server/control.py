@@ -87,6 +87,11 @@ def start_data_plane(settings: ServerSettings) -> DataPlane:
         max_concurrent_streams=settings.max_concurrent_streams,
         max_in_flight=settings.max_in_flight_calls,
         retry_pushback=settings.retry_pushback_ms / 1000,
+        max_header_list_bytes=settings.max_header_list_bytes,
+        max_pending_reset_streams=settings.max_pending_reset_streams,
+        max_local_error_resets=settings.max_local_error_resets,
+        tcp_keepalive=settings.tcp_keepalive_seconds,
+        max_connection_age=settings.max_connection_age_seconds,
         log_stream=None
         if settings.log_redis_url is None
         else (settings.log_redis_url, settings.log_stream_prefix, settings.log_stream_max_len),

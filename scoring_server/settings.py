@@ -90,6 +90,20 @@ class ServerSettings(BaseSettings):
     and reflection are never shed."""
     retry_pushback_ms: int = Field(100, ge=0)
     """The ``grpc-retry-pushback-ms`` a shed call is given (how long a client should wait)."""
+    max_header_list_bytes: int = Field(16384, ge=1024, le=2**31 - 1)
+    """Largest header list a client may send with one call (HTTP/2
+    ``SETTINGS_MAX_HEADER_LIST_SIZE``)."""
+    max_pending_reset_streams: int = Field(20, ge=1)
+    """Streams a client may open and reset before the server accepts them; an RST flood beyond
+    closes its connection (hyper's rapid-reset defence)."""
+    max_local_error_resets: int = Field(1024, ge=1)
+    """Streams the server may reset for a client's protocol errors before closing the
+    connection."""
+    tcp_keepalive_seconds: float = Field(60.0, gt=0)
+    """TCP keepalive of accepted connections: a vanished peer's socket is reclaimed."""
+    max_connection_age_seconds: float | None = Field(None, gt=0)
+    """Connections older than this are closed gracefully (clients reconnect and rebalance);
+    unset: no limit."""
     keepalive_seconds: float = Field(30.0, gt=0)
     """HTTP/2 keepalive ping interval; a peer that does not answer within one more is dropped."""
     evaluation_dir_override: Path | None = Field(

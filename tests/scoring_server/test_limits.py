@@ -93,3 +93,18 @@ def test_a_client_that_goes_away_gives_its_place_back(limited: ServerProcess) ->
     del held
     with grpc.insecure_channel(limited.target) as ch:
         eventually_scored(pb_grpc.ScoringStub(ch), "after-abandon")
+
+
+def test_an_oversized_header_list_is_refused_and_other_calls_go_on(limited: ServerProcess) -> None:
+    """Above ``ALTSCORE_MAX_HEADER_LIST_BYTES`` (16 KiB) a call is refused by the HTTP/2 layer
+    before any gRPC work (HTTP 431, which gRPC clients report as UNKNOWN by the spec's HTTP
+    mapping); the same connection and other clients go on."""
+    with grpc.insecure_channel(limited.target) as ch:
+        stub = pb_grpc.ScoringStub(ch)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Score(request("big"), timeout=5, metadata=[("x-big", "a" * 20_000)])
+        assert info.value.code() == grpc.StatusCode.UNKNOWN
+        assert "431" in (info.value.details() or "")
+        assert stub.Score(request("after-big"), timeout=5).pd > 0
+        # within the limit: served
+        assert stub.Score(request("fits"), timeout=5, metadata=[("x-fits", "a" * 8_000)]).pd > 0

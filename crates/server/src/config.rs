@@ -69,6 +69,18 @@ pub struct Config {
     pub keepalive: Duration,
     /// Most concurrent calls (streams) on one connection.
     pub max_concurrent_streams: u32,
+    /// Largest header list (bytes) a client may send in one request.
+    pub max_header_list_bytes: u32,
+    /// Streams a client may open and reset before the server has accepted them (an RST flood
+    /// beyond is a protocol error that closes the connection).
+    pub max_pending_reset_streams: usize,
+    /// Streams the server may reset because of a client's protocol errors before it closes the
+    /// connection.
+    pub max_local_error_resets: usize,
+    /// TCP keepalive of accepted connections (a vanished peer's socket is reclaimed).
+    pub tcp_keepalive: Duration,
+    /// Connections older than this are closed gracefully (None: no limit).
+    pub max_connection_age: Option<Duration>,
     /// Scoring calls in flight at most (an open stream counts); beyond, RESOURCE_EXHAUSTED.
     pub max_in_flight: usize,
     /// The `grpc-retry-pushback-ms` a shed call is given.
@@ -106,6 +118,11 @@ impl Default for Config {
             keepalive: Duration::from_secs(30),
             max_concurrent_streams: 1024,
             max_shadow_in_flight: 1024,
+            max_header_list_bytes: 16 << 10,
+            max_pending_reset_streams: 20,
+            max_local_error_resets: 1024,
+            tcp_keepalive: Duration::from_secs(60),
+            max_connection_age: None,
             max_in_flight: 2048,
             retry_pushback: Duration::from_millis(100),
         }

@@ -99,13 +99,21 @@ fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> http::Respons
 /// The HTTP/2 and TCP settings of the gRPC port (the benchmark's transport floor takes the same).
 #[must_use]
 pub fn transport(config: &Config) -> Server {
-    Server::builder()
+    let server = Server::builder()
         .tcp_nodelay(true)
+        .tcp_keepalive(Some(config.tcp_keepalive))
         .http2_keepalive_interval(Some(config.keepalive))
         .http2_keepalive_timeout(Some(config.keepalive))
         .max_concurrent_streams(Some(config.max_concurrent_streams))
+        .http2_max_header_list_size(Some(config.max_header_list_bytes))
+        .http2_max_pending_accept_reset_streams(Some(config.max_pending_reset_streams))
+        .http2_max_local_error_reset_streams(Some(config.max_local_error_resets))
         .initial_stream_window_size(Some(1 << 20))
-        .initial_connection_window_size(Some(4 << 20))
+        .initial_connection_window_size(Some(4 << 20));
+    match config.max_connection_age {
+        Some(age) => server.max_connection_age(age),
+        None => server,
+    }
 }
 
 /// Largest allocation glibc serves from its heaps; larger ones are mapped and unmapped on free.

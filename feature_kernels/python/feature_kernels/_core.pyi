@@ -276,6 +276,11 @@ class DataPlane:
         log_max_age: float | None = None,
         max_in_flight: int = 2048,
         retry_pushback: float = 0.1,
+        max_header_list_bytes: int = 16384,
+        max_pending_reset_streams: int = 20,
+        max_local_error_resets: int = 1024,
+        tcp_keepalive: float = 60.0,
+        max_connection_age: float | None = None,
     ) -> DataPlane: ...
     @property
     def grpc_port(self) -> int: ...
