@@ -54,7 +54,7 @@ prometheus:  ## Install prometheus + promtool and amtool (Debian packages) if mi
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v amtool >/dev/null || (apt-get update && apt-get install -y --no-install-recommends prometheus prometheus-alertmanager)
 
 .PHONY: test
-test: install lint redis prometheus grpcurl minio  ## The whole suite: lint, Rust tests, a bounded fuzz run, pytest (CI runs exactly this)
+test: install lint contract redis prometheus grpcurl minio java  ## The whole suite: lint, the contract (buf), Rust tests, a bounded fuzz run, pytest (CI runs exactly this)
 	cargo test --workspace --quiet
 	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=30
 	PATH="$$(go env GOPATH)/bin:$$PATH" $(RUN) pytest
@@ -94,11 +94,43 @@ GHZ_VERSION := v0.120.0
 PROTOC_GEN_GO_VERSION := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.6.0
 MINIO_VERSION := v0.0.0-20260212201848-7aac2a2c5b7c
+BUF_VERSION := v1.75.0
 .PHONY: grpcurl
 grpcurl:  ## Install grpcurl and the Go protoc plugins with `go install` (pinned): the tests use them
 	@test -x "$$(go env GOPATH)/bin/grpcurl" || go install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
 	@test -x "$$(go env GOPATH)/bin/protoc-gen-go" || go install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 	@test -x "$$(go env GOPATH)/bin/protoc-gen-go-grpc" || go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+
+.PHONY: buf
+buf:  ## Install buf with `go install` (pinned): `make contract` runs it
+	@test "$$("$$(go env GOPATH)/bin/buf" --version 2>/dev/null)" = "$(BUF_VERSION:v%=%)" || go install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+
+# The last release of proto/ (an annotated tag) and the commit it names: `buf breaking` checks
+# against the tag, or against that commit in a clone that did not fetch tags.
+PROTO_RELEASE := proto/v1.0.0
+PROTO_RELEASE_COMMIT := 1582204604e735b9327d7e08c83684c4762426cf
+.PHONY: contract
+contract: buf  ## buf lint (buf.yaml: STANDARD + COMMENTS), buf format, buf breaking against the last proto release tag
+	@BUF="$$(go env GOPATH)/bin/buf"; set -e; \
+	"$$BUF" lint; \
+	"$$BUF" format --diff --exit-code --path proto/credit; \
+	if git rev-parse -q --verify "refs/tags/$(PROTO_RELEASE)" >/dev/null; then \
+		test "$$(git rev-parse "$(PROTO_RELEASE)^{commit}")" = "$(PROTO_RELEASE_COMMIT)" \
+			|| { echo "tag $(PROTO_RELEASE) does not name $(PROTO_RELEASE_COMMIT): fix PROTO_RELEASE_COMMIT"; exit 1; }; \
+		against=".git#tag=$(PROTO_RELEASE),subdir=proto"; \
+	elif git cat-file -e "$(PROTO_RELEASE_COMMIT)^{commit}" 2>/dev/null; then \
+		echo "tag $(PROTO_RELEASE) not in this clone: buf breaking against its commit"; \
+		against=".git#ref=$(PROTO_RELEASE_COMMIT),subdir=proto"; \
+	else \
+		echo "neither tag $(PROTO_RELEASE) nor commit $(PROTO_RELEASE_COMMIT) here: git fetch --tags (a full clone)"; exit 1; \
+	fi; \
+	"$$BUF" breaking proto --against "$$against"; \
+	echo "contract: buf lint, format and breaking (against $(PROTO_RELEASE)) clean"
+
+.PHONY: java
+java:  ## Install Maven (Debian package) if missing, fetch the Java contract client's dependencies and build it (clients/java): the tests run it
+	@command -v mvn >/dev/null || (apt-get update && apt-get install -y --no-install-recommends maven)
+	mvn -q -B -Dstyle.color=never -f clients/java compile exec:help
 
 .PHONY: minio
 minio:  ## Install the MinIO server with `go install` (pinned): the object-store archive test runs it

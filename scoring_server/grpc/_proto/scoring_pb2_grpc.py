@@ -27,6 +27,8 @@ if _version_not_supported:
 
 class ScoringStub:
     """Scores loan applicants: probability of default (PD), score, decision and the model that made it.
+    Bad input is INVALID_ARGUMENT with a google.rpc.BadRequest in the status details naming every
+    bad field; no model to serve is UNAVAILABLE.
     """
 
     def __init__(self, channel):
@@ -64,10 +66,12 @@ class ScoringStub:
 
 class ScoringServicer:
     """Scores loan applicants: probability of default (PD), score, decision and the model that made it.
+    Bad input is INVALID_ARGUMENT with a google.rpc.BadRequest in the status details naming every
+    bad field; no model to serve is UNAVAILABLE.
     """
 
     def Score(self, request, context):
-        """One applicant.
+        """One applicant: its PD, score and decision from the model its applicant id is routed to.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -83,7 +87,8 @@ class ScoringServicer:
 
     def ScoreStream(self, request_iterator, context):
         """A long-lived stream. One answer per request, in request order. A bad message gets an answer
-        carrying its error; the stream goes on.
+        carrying its error; the stream goes on. Takes the same ScoreRequest as Score (one message
+        type for one applicant, whichever RPC carries it).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -145,6 +150,8 @@ def add_ScoringServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Scoring:
     """Scores loan applicants: probability of default (PD), score, decision and the model that made it.
+    Bad input is INVALID_ARGUMENT with a google.rpc.BadRequest in the status details naming every
+    bad field; no model to serve is UNAVAILABLE.
     """
 
     @staticmethod
