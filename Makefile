@@ -88,6 +88,11 @@ bench: install redis tools  ## In-process micro-benchmarks; ghz side by side wit
 	$(RUN) python -m benchmarks.inprocess --write benchmarks/RESULTS.md
 	PATH="$$(go env GOPATH)/bin:$$PATH" $(RUN) python -m benchmarks.grpc_load --write benchmarks/RESULTS.md
 
+.PHONY: hostile
+hostile: install  ## Hostile clients (idle connections, stalled bodies, PING / reset floods, held streams) against a real server; prints a table for benchmarks/RESULTS.md
+	$(RUN) python -m training ensure-champion
+	$(RUN) python -m benchmarks.hostile --write benchmarks/RESULTS.md
+
 GRPCURL_VERSION := v1.9.3
 HEALTH_PROBE_VERSION := v0.4.61
 GHZ_VERSION := v0.120.0

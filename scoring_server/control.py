@@ -86,6 +86,7 @@ def start_data_plane(settings: ServerSettings) -> DataPlane:
         keepalive=settings.keepalive_seconds,
         max_concurrent_streams=settings.max_concurrent_streams,
         max_in_flight=settings.max_in_flight_calls,
+        max_open_streams=settings.max_open_streams,
         retry_pushback=settings.retry_pushback_ms / 1000,
         max_header_list_bytes=settings.max_header_list_bytes,
         max_pending_reset_streams=settings.max_pending_reset_streams,

@@ -85,9 +85,12 @@ class ServerSettings(BaseSettings):
     max_concurrent_streams: int = Field(1024, ge=1)
     """Most concurrent calls on one HTTP/2 connection."""
     max_in_flight_calls: int = Field(2048, ge=1)
-    """Scoring calls in flight at most, over every connection (an open stream counts); beyond,
-    a call is answered ``RESOURCE_EXHAUSTED`` at once with ``grpc-retry-pushback-ms``. Health
-    and reflection are never shed."""
+    """Unary scoring calls in flight at most, over every connection; beyond, a call is answered
+    ``RESOURCE_EXHAUSTED`` at once with ``grpc-retry-pushback-ms``. Health and reflection are
+    never shed."""
+    max_open_streams: int = Field(4096, ge=1)
+    """``ScoreStream`` streams open at most, over every connection (counted apart from unary
+    calls: clients holding streams cannot starve unary calls); beyond, ``RESOURCE_EXHAUSTED``."""
     retry_pushback_ms: int = Field(100, ge=0)
     """The ``grpc-retry-pushback-ms`` a shed call is given (how long a client should wait)."""
     max_header_list_bytes: int = Field(16384, ge=1024, le=2**31 - 1)

@@ -354,7 +354,7 @@ impl DataPlane {
         shutdown_grace, tls_cert=None, tls_key=None, tls_client_ca=None, keepalive=30.0,
         max_concurrent_streams=1024, max_shadow_in_flight=1024, log_stream=None,
         handshake_timeout=10.0, outcome_writers=None, outcome_tokens_file=None,
-        log_max_bytes=None, log_max_age=None, max_in_flight=2048, retry_pushback=0.1,
+        log_max_bytes=None, log_max_age=None, max_in_flight=2048, max_open_streams=4096, retry_pushback=0.1,
         max_header_list_bytes=16384, max_pending_reset_streams=20, max_local_error_resets=1024,
         tcp_keepalive=60.0, max_connection_age=None))]
     #[allow(clippy::too_many_arguments)]
@@ -392,6 +392,7 @@ impl DataPlane {
         log_max_bytes: Option<u64>,
         log_max_age: Option<f64>,
         max_in_flight: usize,
+        max_open_streams: usize,
         retry_pushback: f64,
         max_header_list_bytes: u32,
         max_pending_reset_streams: usize,
@@ -442,6 +443,7 @@ impl DataPlane {
             max_concurrent_streams,
             max_shadow_in_flight,
             max_in_flight,
+            max_open_streams,
             retry_pushback: seconds("retry_pushback", retry_pushback)?,
             max_header_list_bytes,
             max_pending_reset_streams,

@@ -4,10 +4,14 @@ real server process with small limits."""
 from __future__ import annotations
 
 import queue
+import socket
+import struct
 import time
 from collections.abc import Iterator
 
 import grpc
+import h2.config
+import h2.connection
 import pytest
 
 from scoring_server.grpc._proto import scoring_pb2 as pb
@@ -25,6 +29,7 @@ def limited(
         tmp_path_factory.mktemp("logs") / "limited.log",
         wait_serving=True,
         ALTSCORE_MAX_IN_FLIGHT_CALLS="2",
+        ALTSCORE_MAX_OPEN_STREAMS="2",
         ALTSCORE_RETRY_PUSHBACK_MS="250",
     )
     yield srv
@@ -61,27 +66,70 @@ def eventually_scored(stub: pb_grpc.ScoringStub, request_id: str, within: float 
         time.sleep(0.05)
 
 
-def test_calls_beyond_the_in_flight_limit_are_shed_with_a_pushback(
+def stalled_calls(port: int, n: int) -> list[socket.socket]:
+    """n unary Score calls whose bodies never finish (raw HTTP/2): each holds a place."""
+    socks = []
+    for _ in range(n):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        conn.initiate_connection()
+        stream = conn.get_next_available_stream_id()
+        conn.send_headers(
+            stream,
+            [
+                (":method", "POST"), (":scheme", "http"), (":authority", "127.0.0.1"),
+                (":path", "/credit.scoring.v1.Scoring/Score"),
+                ("content-type", "application/grpc"), ("te", "trailers"),
+            ],
+        )  # fmt: skip
+        conn.send_data(stream, struct.pack(">BI", 0, 1000) + b"\0" * 10)  # 10 of 1,000 bytes
+        sock.sendall(conn.data_to_send())
+        socks.append(sock)
+    return socks
+
+
+def test_unary_calls_beyond_the_in_flight_limit_are_shed_with_a_pushback(
     limited: ServerProcess,
 ) -> None:
     with grpc.insecure_channel(limited.target) as ch:
         stub = pb_grpc.ScoringStub(ch)
         assert stub.Score(request("before"), timeout=5).pd > 0
-        before = metric(limited, "credit_scoring_calls_shed_total")
-        held = [HeldStream(stub, f"held-{i}") for i in range(2)]
+        before = metric(limited, "credit_scoring_calls_shed_total", kind="calls")
+        held = stalled_calls(limited.grpc_port, 2)
+        time.sleep(0.5)
         with pytest.raises(grpc.RpcError) as info:
             stub.Score(request("shed"), timeout=5)
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert "2 calls in flight" in (info.value.details() or "")
         trailers = dict(info.value.trailing_metadata() or ())
         assert trailers.get("grpc-retry-pushback-ms") == "250"
-        assert metric(limited, "credit_scoring_calls_shed_total") == before + 1
+        assert metric(limited, "credit_scoring_calls_shed_total", kind="calls") == before + 1
         assert metric(limited, "grpc_server_handled_total", grpc_code="RESOURCE_EXHAUSTED") >= 1
-        # health is never shed: a busy server still says it is serving
+        # health is never shed: a busy server still says it is serving; streams have their own
+        # bound, so they are still served
         assert health_status(limited.target) == 1
+        stream = HeldStream(stub, "beside")
+        stream.close()
+        for sock in held:
+            sock.close()  # the stalled calls end: their places are given back
+        eventually_scored(stub, "after")
+
+
+def test_streams_beyond_their_limit_are_shed_and_unary_calls_go_on(
+    limited: ServerProcess,
+) -> None:
+    with grpc.insecure_channel(limited.target) as ch:
+        stub = pb_grpc.ScoringStub(ch)
+        held = [HeldStream(stub, f"held-{i}") for i in range(2)]
+        with pytest.raises(grpc.RpcError) as info:
+            HeldStream(stub, "third")
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "2 streams in flight" in (info.value.details() or "")
+        assert metric(limited, "credit_scoring_calls_shed_total", kind="streams") >= 1
+        assert stub.Score(request("unary-beside-streams"), timeout=5).pd > 0
         for h in held:
             h.close()
-        eventually_scored(stub, "after")  # the streams' places are given back
+        HeldStream(stub, "again").close()  # a place is free again
 
 
 def test_a_client_that_goes_away_gives_its_place_back(limited: ServerProcess) -> None:

@@ -81,8 +81,10 @@ pub struct Config {
     pub tcp_keepalive: Duration,
     /// Connections older than this are closed gracefully (None: no limit).
     pub max_connection_age: Option<Duration>,
-    /// Scoring calls in flight at most (an open stream counts); beyond, RESOURCE_EXHAUSTED.
+    /// Unary scoring calls in flight at most; beyond, RESOURCE_EXHAUSTED.
     pub max_in_flight: usize,
+    /// `ScoreStream` streams open at most (every connection); beyond, RESOURCE_EXHAUSTED.
+    pub max_open_streams: usize,
     /// The `grpc-retry-pushback-ms` a shed call is given.
     pub retry_pushback: Duration,
     /// Shadow scorings running at once at most; beyond, shadow work is skipped and counted.
@@ -124,6 +126,7 @@ impl Default for Config {
             tcp_keepalive: Duration::from_secs(60),
             max_connection_age: None,
             max_in_flight: 2048,
+            max_open_streams: 4096,
             retry_pushback: Duration::from_millis(100),
         }
     }

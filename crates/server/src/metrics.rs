@@ -133,7 +133,7 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     pub log_dropped: IntCounter,
     pub log_expired: IntCounter,
-    pub shed: IntCounter,
+    pub shed: IntCounterVec,
     pub tls_handshake_failures: IntCounterVec,
     pub auth_denied: IntCounterVec,
     pub grpc_started: IntCounterVec,
@@ -314,11 +314,12 @@ impl Metrics {
                 "Prediction records the log could not take (full or failing); requests were \
                  answered.",
             )?,
-            shed: counter(
+            shed: counter_vec(
                 &r,
                 "credit_scoring_calls_shed_total",
-                "Scoring calls answered RESOURCE_EXHAUSTED at once because the server had its \
-                 limit of calls in flight.",
+                "Scoring calls (`calls`: unary; `streams`: ScoreStream) answered \
+                 RESOURCE_EXHAUSTED at once because the server had its limit of them in flight.",
+                &["kind"],
             )?,
             log_expired: counter(
                 &r,
@@ -620,16 +621,19 @@ pub async fn serve(
     }
 }
 
-/// The global bound on calls in flight: a `credit.scoring.v1.Scoring` call (a stream counts
-/// while it is open) beyond `limit` is answered at once with `RESOURCE_EXHAUSTED` and a
-/// `grpc-retry-pushback-ms` trailer, and counted; health and reflection are never shed, so a
-/// busy server still reports its health.
+/// The global bounds on work in flight: `credit.scoring.v1.Scoring` unary calls beyond
+/// `calls`, and `ScoreStream` streams open beyond `streams` (counted apart, so clients holding
+/// streams open cannot starve unary calls, nor the reverse), are answered at once with
+/// `RESOURCE_EXHAUSTED` and a `grpc-retry-pushback-ms` trailer, and counted; health and
+/// reflection are never shed, so a busy server still reports its health.
 #[derive(Clone)]
 pub struct ShedLayer {
-    state: Arc<ShedState>,
+    calls: Arc<ShedState>,
+    streams: Arc<ShedState>,
 }
 
 struct ShedState {
+    what: &'static str,
     limit: usize,
     pushback_ms: u64,
     in_flight: std::sync::atomic::AtomicUsize,
@@ -638,14 +642,24 @@ struct ShedState {
 
 impl ShedLayer {
     #[must_use]
-    pub fn new(limit: usize, pushback: std::time::Duration, shed: IntCounter) -> Self {
-        Self {
-            state: Arc::new(ShedState {
+    pub fn new(
+        calls: usize,
+        streams: usize,
+        pushback: std::time::Duration,
+        shed: &IntCounterVec,
+    ) -> Self {
+        let state = |what: &'static str, limit: usize| {
+            Arc::new(ShedState {
+                what,
                 limit: limit.max(1),
                 pushback_ms: u64::try_from(pushback.as_millis()).unwrap_or(u64::MAX),
                 in_flight: std::sync::atomic::AtomicUsize::new(0),
-                shed,
-            }),
+                shed: shed.with_label_values(&[what]),
+            })
+        };
+        Self {
+            calls: state("calls", calls),
+            streams: state("streams", streams),
         }
     }
 }
@@ -656,7 +670,8 @@ impl<S> Layer<S> for ShedLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Shedding {
             inner,
-            state: self.state.clone(),
+            calls: self.calls.clone(),
+            streams: self.streams.clone(),
         }
     }
 }
@@ -664,7 +679,8 @@ impl<S> Layer<S> for ShedLayer {
 #[derive(Clone)]
 pub struct Shedding<S> {
     inner: S,
-    state: Arc<ShedState>,
+    calls: Arc<ShedState>,
+    streams: Arc<ShedState>,
 }
 
 /// One call's place in the bound, given back when its answer (a stream's last message) is
@@ -694,10 +710,15 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if !req.uri().path().starts_with("/credit.scoring.v1.Scoring/") {
+        let path = req.uri().path();
+        if !path.starts_with("/credit.scoring.v1.Scoring/") {
             return Box::pin(self.inner.call(req));
         }
-        let state = &self.state;
+        let state = if path.ends_with("/ScoreStream") {
+            &self.streams
+        } else {
+            &self.calls
+        };
         let before = state
             .in_flight
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
@@ -706,8 +727,8 @@ where
             drop(permit);
             state.shed.inc();
             let status = tonic::Status::resource_exhausted(format!(
-                "the server has {} calls in flight, its limit; retry after {} ms",
-                state.limit, state.pushback_ms
+                "the server has {} {} in flight, its limit; retry after {} ms",
+                state.limit, state.what, state.pushback_ms
             ));
             let mut response = status.into_http::<tonic::body::Body>();
             if let Ok(v) = http::HeaderValue::from_str(&state.pushback_ms.to_string()) {

@@ -359,8 +359,9 @@ impl DataPlane {
             ))
             .layer(ShedLayer::new(
                 config.max_in_flight,
+                config.max_open_streams,
                 config.retry_pushback,
-                self.plane.metrics.shed.clone(),
+                &self.plane.metrics.shed,
             ))
             .add_service(health)
             .add_service(reflection_v1)

@@ -275,6 +275,7 @@ class DataPlane:
         log_max_bytes: int | None = None,
         log_max_age: float | None = None,
         max_in_flight: int = 2048,
+        max_open_streams: int = 4096,
         retry_pushback: float = 0.1,
         max_header_list_bytes: int = 16384,
         max_pending_reset_streams: int = 20,
