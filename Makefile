@@ -93,6 +93,18 @@ hostile: install  ## Hostile clients (idle connections, stalled bodies, PING / r
 	$(RUN) python -m training ensure-champion
 	$(RUN) python -m benchmarks.hostile --write benchmarks/RESULTS.md
 
+FUZZ_CASES ?= 100000
+.PHONY: fuzz-grpc
+fuzz-grpc: install  ## Fuzz every RPC of a real server over gRPC (hypothesis; FUZZ_CASES, 100,000): counts by status code, fails on INTERNAL / UNKNOWN / a crash; writes benchmarks/RESULTS.md
+	$(RUN) python -m training ensure-champion
+	$(RUN) python -m benchmarks.fuzz_grpc --cases $(FUZZ_CASES) --write benchmarks/RESULTS.md
+
+SOAK_SECONDS ?= 600
+.PHONY: soak
+soak: install tools  ## Soak: SOAK_SECONDS (600) at ~70 % of peak unary load (ghz): RSS every 10 s, p99 per minute, errors; writes benchmarks/RESULTS.md
+	$(RUN) python -m training ensure-champion
+	PATH="$$(go env GOPATH)/bin:$$PATH" $(RUN) python -m benchmarks.soak --seconds $(SOAK_SECONDS) --write benchmarks/RESULTS.md
+
 GRPCURL_VERSION := v1.9.3
 HEALTH_PROBE_VERSION := v0.4.61
 GHZ_VERSION := v0.120.0
