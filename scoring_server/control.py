@@ -93,6 +93,7 @@ def start_data_plane(settings: ServerSettings) -> DataPlane:
         max_local_error_resets=settings.max_local_error_resets,
         tcp_keepalive=settings.tcp_keepalive_seconds,
         max_connection_age=settings.max_connection_age_seconds,
+        call_timeout=settings.call_timeout_seconds,
         log_stream=None
         if settings.log_redis_url is None
         else (settings.log_redis_url, settings.log_stream_prefix, settings.log_stream_max_len),

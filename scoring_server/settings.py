@@ -104,6 +104,10 @@ class ServerSettings(BaseSettings):
     connection."""
     tcp_keepalive_seconds: float = Field(60.0, gt=0)
     """TCP keepalive of accepted connections: a vanished peer's socket is reclaimed."""
+    call_timeout_seconds: float | None = Field(30.0, gt=0)
+    """Longest a unary call may take, reading its request included: a client that stalls its
+    request body is cut off (``CANCELLED``, "Timeout expired") and its place freed. Streams are
+    not limited by it. Empty: no limit."""
     max_connection_age_seconds: float | None = Field(None, gt=0)
     """Connections older than this are closed gracefully (clients reconnect and rebalance);
     unset: no limit."""
@@ -124,7 +128,9 @@ class ServerSettings(BaseSettings):
     """Local log: prediction segments last written longer ago are deleted (counted the same
     way). Unset: kept (up to ``evaluation_max_bytes``)."""
 
-    @field_validator("evaluation_max_bytes", "evaluation_retention_days", mode="before")
+    @field_validator(
+        "evaluation_max_bytes", "evaluation_retention_days", "call_timeout_seconds", mode="before"
+    )
     @classmethod
     def _blank_is_none(cls, value: object) -> object:
         return None if value == "" else value

@@ -356,7 +356,7 @@ impl DataPlane {
         handshake_timeout=10.0, outcome_writers=None, outcome_tokens_file=None,
         log_max_bytes=None, log_max_age=None, max_in_flight=2048, max_open_streams=4096, retry_pushback=0.1,
         max_header_list_bytes=16384, max_pending_reset_streams=20, max_local_error_resets=1024,
-        tcp_keepalive=60.0, max_connection_age=None))]
+        tcp_keepalive=60.0, max_connection_age=None, call_timeout=Some(30.0)))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -399,6 +399,7 @@ impl DataPlane {
         max_local_error_resets: usize,
         tcp_keepalive: f64,
         max_connection_age: Option<f64>,
+        call_timeout: Option<f64>,
     ) -> PyResult<Self> {
         let tls = match (tls_cert, tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles {
@@ -451,6 +452,9 @@ impl DataPlane {
             tcp_keepalive: seconds("tcp_keepalive", tcp_keepalive)?,
             max_connection_age: max_connection_age
                 .map(|s| seconds("max_connection_age", s))
+                .transpose()?,
+            call_timeout: call_timeout
+                .map(|s| seconds("call_timeout", s))
                 .transpose()?,
             handshake_timeout: seconds("handshake_timeout", handshake_timeout)?,
             auth: AuthConfig {

@@ -30,6 +30,7 @@ def limited(
         wait_serving=True,
         ALTSCORE_MAX_IN_FLIGHT_CALLS="2",
         ALTSCORE_MAX_OPEN_STREAMS="2",
+        ALTSCORE_CALL_TIMEOUT_SECONDS="2",
         ALTSCORE_RETRY_PUSHBACK_MS="250",
     )
     yield srv
@@ -113,6 +114,20 @@ def test_unary_calls_beyond_the_in_flight_limit_are_shed_with_a_pushback(
         for sock in held:
             sock.close()  # the stalled calls end: their places are given back
         eventually_scored(stub, "after")
+
+
+def test_a_stalled_request_body_is_cut_off_at_the_call_timeout(limited: ServerProcess) -> None:
+    """Clients that never finish their request bodies hold no place past the call timeout
+    (2 s here, 30 s by default): the server ends those calls itself."""
+    held = stalled_calls(limited.grpc_port, 2)
+    try:
+        started = time.monotonic()
+        with grpc.insecure_channel(limited.target) as ch:
+            eventually_scored(pb_grpc.ScoringStub(ch), "after-stall", within=8.0)
+        assert time.monotonic() - started >= 1.0  # shed until the timeout freed the places
+    finally:
+        for sock in held:
+            sock.close()
 
 
 def test_streams_beyond_their_limit_are_shed_and_unary_calls_go_on(

@@ -79,6 +79,9 @@ pub struct Config {
     pub max_local_error_resets: usize,
     /// TCP keepalive of accepted connections (a vanished peer's socket is reclaimed).
     pub tcp_keepalive: Duration,
+    /// Longest a unary call may take, reading its request included: a client that stalls its
+    /// body is cut off (tonic answers CANCELLED "Timeout expired"). Streams are not limited.
+    pub call_timeout: Option<Duration>,
     /// Connections older than this are closed gracefully (None: no limit).
     pub max_connection_age: Option<Duration>,
     /// Unary scoring calls in flight at most; beyond, RESOURCE_EXHAUSTED.
@@ -125,6 +128,7 @@ impl Default for Config {
             max_local_error_resets: 1024,
             tcp_keepalive: Duration::from_secs(60),
             max_connection_age: None,
+            call_timeout: Some(Duration::from_secs(30)),
             max_in_flight: 2048,
             max_open_streams: 4096,
             retry_pushback: Duration::from_millis(100),

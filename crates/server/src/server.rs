@@ -110,6 +110,10 @@ pub fn transport(config: &Config) -> Server {
         .http2_max_local_error_reset_streams(Some(config.max_local_error_resets))
         .initial_stream_window_size(Some(1 << 20))
         .initial_connection_window_size(Some(4 << 20));
+    let server = match config.call_timeout {
+        Some(limit) => server.timeout(limit),
+        None => server,
+    };
     match config.max_connection_age {
         Some(age) => server.max_connection_age(age),
         None => server,
