@@ -94,8 +94,9 @@ def test_ports_match_settings_and_prometheus_target() -> None:
     services = _compose()["services"]
     defaults = ServerSettings()
     ports = services["scoring-server"]["ports"]
+    # gRPC for the lenders; metrics only on this host (Prometheus scrapes in-network)
     assert f"{defaults.grpc_port}:{defaults.grpc_port}" in ports
-    assert f"{defaults.metrics_port}:{defaults.metrics_port}" in ports
+    assert f"127.0.0.1:{defaults.metrics_port}:{defaults.metrics_port}" in ports
     prom = yaml.safe_load(Path(ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
     targets = prom["scrape_configs"][0]["static_configs"][0]["targets"]
     assert targets == [f"scoring-server:{defaults.metrics_port}"]
@@ -121,7 +122,7 @@ def test_grafana_is_provisioned_with_the_prometheus_of_the_stack() -> None:
         "datasources"
     ]
     assert source["url"] == "http://prometheus:9090"
-    assert "9090:9090" in services["prometheus"]["ports"]
+    assert services["prometheus"]["ports"] == ["127.0.0.1:9090:9090"]
     (provider,) = yaml.safe_load((provisioning / "dashboards" / "altscore.yml").read_text())[
         "providers"
     ]
