@@ -36,6 +36,16 @@ fn input_kinds() -> Vec<&'static str> {
     .collect()
 }
 
+/// The kernels' case folding (`case_fold: true` in a spec) of each value, `None` kept: what
+/// training counts `frequency_rank` categories on, by the rule the plan matches rows with.
+#[pyfunction]
+fn fold_case(values: Vec<Option<String>>) -> Vec<Option<String>> {
+    values
+        .into_iter()
+        .map(|v| v.map(|s| altscore_kernels::kernels::categorical::fold_case(&s).into_owned()))
+        .collect()
+}
+
 /// Send the Rust side's log lines to stderr at `level` (error, warning, info, debug), as text
 /// or (`json`) one JSON object per line.
 #[pyfunction]
@@ -55,6 +65,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<plane::PyServingModel>()?;
     m.add_class::<plane::FeatureStoreClient>()?;
     m.add_function(wrap_pyfunction!(input_kinds, m)?)?;
+    m.add_function(wrap_pyfunction!(fold_case, m)?)?;
     m.add_function(wrap_pyfunction!(init_logging, m)?)?;
     m.add_function(wrap_pyfunction!(policy::logistic, m)?)?;
     m.add_function(wrap_pyfunction!(policy::routing_bucket, m)?)?;

@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 
 from feature_kernels import FeaturePipeline, load_spec
+from feature_kernels._core import fold_case
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("ALTSCORE_DATA_DIR", ROOT.parent / "shared" / "data"))
@@ -150,3 +151,19 @@ def test_pakdd_places_fitted_on_the_training_part_serve_as_trained() -> None:
     borough = columns[:, pipe.feature_names.index("residential_borough")]
     assert np.isnan(borough).mean() > 0.3  # rare boroughs read as missing
     assert set(np.unique(borough[~np.isnan(borough)])) <= set(range(1, 101))
+    # case_fold: the file spells one city in several cases (FORTALEZA, Fortaleza); they were
+    # counted as one and every spelling gets its code
+    city = ranks["residential_city"]
+    assert city.case_fold
+    assert all(k == k.lower() for k in city.mapping or {})
+    spellings = sample.get_column("RESIDENCIAL_CITY").to_list()
+    codes = columns[:, pipe.feature_names.index("residential_city")]
+    by_city: dict[str, set[str]] = {}
+    codes_of: dict[str, set[float | None]] = {}
+    for raw, folded, code in zip(spellings, fold_case(spellings), codes.tolist(), strict=True):
+        if raw is not None and folded is not None:
+            by_city.setdefault(folded, set()).add(raw)
+            codes_of.setdefault(folded, set()).add(None if np.isnan(code) else code)
+    assert sum(len(s) > 1 for s in by_city.values()) >= 10  # cities spelled in several cases
+    assert all(len(c) == 1 for c in codes_of.values())  # ... get one code whatever the case
+

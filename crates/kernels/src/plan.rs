@@ -2,6 +2,7 @@
 //! YAML file), resolved to slots once, then evaluated per row. Both call paths evaluate rows with
 //! [`Plan::eval_row`], so they agree bit for bit.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
@@ -87,12 +88,24 @@ pub enum Op {
         input: String,
         mapping: BTreeMap<String, f64>,
         unknown: UnknownPolicy,
+        /// Match categories case-insensitively ([`categorical::fold_case`]). Left out of the
+        /// canonical form when false, so specs without it keep their schema hash.
+        #[serde(default, skip_serializing_if = "is_false")]
+        case_fold: bool,
     },
     OneHot {
         input: String,
         categories: Vec<String>,
         unknown: UnknownPolicy,
+        /// As for `Ordinal`; the output columns keep the categories as written.
+        #[serde(default, skip_serializing_if = "is_false")]
+        case_fold: bool,
     },
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -128,8 +141,10 @@ enum Step {
     MissingIndicator(Slot),
     CategoryMissing(usize),
     Difference(Slot, Slot, f64),
-    Ordinal(usize, BTreeMap<String, f64>, UnknownPolicy),
-    OneHot(usize, Vec<String>, UnknownPolicy),
+    /// Categorical index, mapping (keys folded when the bool is set), policy, `case_fold`.
+    Ordinal(usize, BTreeMap<String, f64>, UnknownPolicy, bool),
+    /// Categorical index, categories (folded when the bool is set), policy, `case_fold`.
+    OneHot(usize, Vec<String>, UnknownPolicy, bool),
 }
 
 /// Input name -> where it lives. `FxHash` (rustc-hash 2: eight bytes per step): every request
@@ -271,11 +286,20 @@ impl Plan {
                     input,
                     mapping,
                     unknown,
-                } => (Step::Ordinal(cat(input)?, mapping.clone(), *unknown), 1),
+                    case_fold,
+                } => {
+                    let mapping = if *case_fold {
+                        folded_mapping(&f.name, mapping)?
+                    } else {
+                        mapping.clone()
+                    };
+                    (Step::Ordinal(cat(input)?, mapping, *unknown, *case_fold), 1)
+                }
                 Op::OneHot {
                     input,
                     categories,
                     unknown,
+                    case_fold,
                 } => {
                     if categories.is_empty() {
                         return Err(KernelError::Plan(format!(
@@ -283,8 +307,13 @@ impl Plan {
                             f.name
                         )));
                     }
+                    let matched = if *case_fold {
+                        folded_categories(&f.name, categories)?
+                    } else {
+                        categories.clone()
+                    };
                     (
-                        Step::OneHot(cat(input)?, categories.clone(), *unknown),
+                        Step::OneHot(cat(input)?, matched, *unknown, *case_fold),
                         categories.len(),
                     )
                 }
@@ -476,18 +505,21 @@ impl Plan {
                     }
                 }
                 Step::Difference(a, b, k) => numeric::difference(scratch[a.0], scratch[b.0], *k),
-                Step::Ordinal(c, mapping, unknown) => {
-                    if let Some(v) = categorical::ordinal(row.categorical[*c], mapping) {
+                Step::Ordinal(c, mapping, unknown, fold) => {
+                    let value = row.categorical[*c];
+                    let key = value.map(|v| fold_if(v, *fold));
+                    if let Some(v) = categorical::ordinal(key.as_deref(), mapping) {
                         v
                     } else {
-                        self.unknown_category(*c, row.categorical[*c], *unknown, violations);
+                        self.unknown_category(*c, value, *unknown, violations);
                         f64::NAN
                     }
                 }
-                Step::OneHot(c, cats, unknown) => {
+                Step::OneHot(c, cats, unknown, fold) => {
                     let value = row.categorical[*c];
+                    let key = value.map(|v| fold_if(v, *fold));
                     let dst = &mut scratch[first..first + cats.len()];
-                    if !categorical::one_hot(value, cats, dst) {
+                    if !categorical::one_hot(key.as_deref(), cats, dst) {
                         self.unknown_category(*c, value, *unknown, violations);
                     }
                     continue;
@@ -520,6 +552,141 @@ impl Plan {
     }
 }
 
+fn fold_if(value: &str, fold: bool) -> Cow<'_, str> {
+    if fold {
+        categorical::fold_case(value)
+    } else {
+        Cow::Borrowed(value)
+    }
+}
+
+/// An ordinal mapping with its keys case-folded; keys that fold alike must agree on the code.
+fn folded_mapping(
+    feature: &str,
+    mapping: &BTreeMap<String, f64>,
+) -> Result<BTreeMap<String, f64>, KernelError> {
+    let mut out = BTreeMap::new();
+    for (k, v) in mapping {
+        let key = categorical::fold_case(k).into_owned();
+        if let Some(prev) = out.insert(key, *v) {
+            if prev.to_bits() != v.to_bits() {
+                return Err(KernelError::Plan(format!(
+                    "feature {feature:?}: with case_fold, {k:?} and another key fold to the same \
+                     category but map to {v} and {prev}"
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// One-hot categories case-folded (same order); two that fold alike are an error.
+fn folded_categories(feature: &str, categories: &[String]) -> Result<Vec<String>, KernelError> {
+    let mut out: Vec<String> = Vec::with_capacity(categories.len());
+    for c in categories {
+        let key = categorical::fold_case(c).into_owned();
+        if out.contains(&key) {
+            return Err(KernelError::Plan(format!(
+                "feature {feature:?}: with case_fold, categories {c:?} and another fold to the \
+                 same category"
+            )));
+        }
+        out.push(key);
+    }
+    Ok(out)
+}
+
 fn fmt_bound(b: Option<f64>) -> String {
     b.map_or_else(|| "unbounded".to_string(), fmt_value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(case_fold: Option<bool>) -> Result<Plan, KernelError> {
+        let fold = case_fold.map_or(String::new(), |b| format!(r#","case_fold":{b}"#));
+        Plan::from_json(&format!(
+            r#"{{"name":"t","version":1,"inputs":[
+            {{"name":"city","kind":"categorical","required":false,"min":null,"max":null,"missing":{{"strategy":"nan"}}}}],
+            "features":[
+            {{"name":"rank","op":{{"kind":"ordinal","input":"city","mapping":{{"FORTALEZA":1.0,"São Paulo":2.0}},"unknown":"error"{fold}}},"output":true}},
+            {{"name":"big","op":{{"kind":"one_hot","input":"city","categories":["Fortaleza","SÃO PAULO"],"unknown":"missing"{fold}}},"output":true}}]}}"#
+        ))
+    }
+
+    fn eval(p: &Plan, city: Option<&str>) -> (Vec<f32>, Vec<String>) {
+        let row = RowInputs {
+            numeric: vec![],
+            categorical: vec![city],
+        };
+        let mut scratch = vec![0.0; p.n_slots()];
+        let mut out = vec![0.0f32; p.n_outputs()];
+        let mut v = Vec::new();
+        p.eval_row(&row, &mut scratch, &mut out, &mut v);
+        (
+            out,
+            v.into_iter().map(|v| v.description.into_owned()).collect(),
+        )
+    }
+
+    #[test]
+    fn case_fold_matches_any_case_and_keeps_output_names() {
+        let p = plan(Some(true)).unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(p.output_names, ["rank", "big=Fortaleza", "big=SÃO PAULO"]);
+        for city in ["FORTALEZA", "Fortaleza", "fortaleza", "fOrTaLeZa"] {
+            assert_eq!(
+                eval(&p, Some(city)),
+                (vec![1.0, 1.0, 0.0], vec![]),
+                "{city}"
+            );
+        }
+        for city in ["SÃO PAULO", "São Paulo", "são paulo"] {
+            assert_eq!(
+                eval(&p, Some(city)),
+                (vec![2.0, 0.0, 1.0], vec![]),
+                "{city}"
+            );
+        }
+        // an unknown category is still unknown, reported as sent
+        let (out, v) = eval(&p, Some("Recife"));
+        assert!(out[0].is_nan());
+        assert_eq!(v, [r#"unknown category "Recife""#]);
+        let (out, v) = eval(&p, None);
+        assert!(out[0].is_nan() && out[1..] == [0.0, 0.0] && v.is_empty());
+    }
+
+    #[test]
+    fn without_case_fold_case_matters_and_the_schema_hash_is_unchanged() {
+        let exact = plan(None).unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(eval(&exact, Some("FORTALEZA")).0, [1.0, 0.0, 0.0]);
+        let (out, v) = eval(&exact, Some("Fortaleza"));
+        assert!(out[0].is_nan() && out[1..] == [1.0, 0.0]);
+        assert_eq!(v, [r#"unknown category "Fortaleza""#]);
+        // `case_fold: false` written out is the same plan as none at all (same hash), so specs
+        // that predate the key keep the hash their models recorded
+        let explicit = plan(Some(false)).unwrap_or_else(|e| unreachable!("{e}"));
+        assert_eq!(explicit.schema_hash, exact.schema_hash);
+        let folded = plan(Some(true)).unwrap_or_else(|e| unreachable!("{e}"));
+        assert_ne!(folded.schema_hash, exact.schema_hash);
+    }
+
+    #[test]
+    fn keys_that_fold_alike_must_agree() {
+        let json = |mapping: &str, cats: &str| {
+            format!(
+                r#"{{"name":"t","version":1,"inputs":[
+                {{"name":"c","kind":"categorical","required":true,"min":null,"max":null,"missing":{{"strategy":"nan"}}}}],
+                "features":[
+                {{"name":"o","op":{{"kind":"ordinal","input":"c","mapping":{mapping},"unknown":"error","case_fold":true}},"output":true}},
+                {{"name":"h","op":{{"kind":"one_hot","input":"c","categories":{cats},"unknown":"error","case_fold":true}},"output":true}}]}}"#
+            )
+        };
+        // the same code under two spellings is fine
+        assert!(Plan::from_json(&json(r#"{"Y":1.0,"y":1.0}"#, r#"["a"]"#)).is_ok());
+        let err = Plan::from_json(&json(r#"{"Y":1.0,"y":0.0}"#, r#"["a"]"#)).err();
+        assert!(err.is_some_and(|e| e.to_string().contains("fold to the same")));
+        let err = Plan::from_json(&json(r#"{"Y":1.0}"#, r#"["a","A"]"#)).err();
+        assert!(err.is_some_and(|e| e.to_string().contains("fold to the same")));
+    }
 }

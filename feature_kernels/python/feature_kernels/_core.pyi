@@ -68,6 +68,11 @@ class FeaturePlan:
     ) -> npt.NDArray[np.float32]: ...
 
 def input_kinds() -> list[str]: ...
+def fold_case(values: list[str | None]) -> list[str | None]:
+    """The kernels' case folding (``case_fold: true`` in a spec) of each value, ``None`` kept:
+    what training counts ``frequency_rank`` categories on, by the rule the plan matches rows
+    with."""
+
 def init_logging(level: str, *, json: bool = False) -> None:
     """Send the Rust side's log lines to stderr at ``level`` (error, warning, info, debug), as
     text or (``json``) one JSON object per line."""

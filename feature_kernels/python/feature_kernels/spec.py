@@ -117,9 +117,9 @@ _ALLOWED: dict[str, set[str]] = {
     "bucketize": {"input", "boundaries"},
     "missing_indicator": {"input"},
     "difference": {"left", "right", "scale"},
-    "ordinal": {"input", "mapping", "unknown"},
-    "one_hot": {"input", "categories", "unknown"},
-    "frequency_rank": {"input", "max_categories", "min_count"},
+    "ordinal": {"input", "mapping", "unknown", "case_fold"},
+    "one_hot": {"input", "categories", "unknown", "case_fold"},
+    "frequency_rank": {"input", "max_categories", "min_count", "case_fold"},
 }
 _OP_KEYS = set().union(*_ALLOWED.values())
 
@@ -176,6 +176,11 @@ class FeatureDef(_Strict):
     unknown: Literal["error", "missing"] = "error"
     """``ordinal`` / ``one_hot``: a category not listed is rejected (``error``) or read as
     missing (``missing``: NaN for ordinal, all zeros for one_hot)."""
+    case_fold: bool = False
+    """``ordinal`` / ``one_hot`` / ``frequency_rank``: match categories whatever their case
+    (``FORTALEZA``, ``Fortaleza`` and ``fortaleza`` are one category; Unicode lower case, one
+    rule in the Rust kernels for training and serving). ``frequency_rank`` counts the folded
+    values, and its learned mapping holds them in lower case."""
     monotone: Monotone = "none"
     """The direction XGBoost must respect: ``increasing`` (a higher value never lowers the PD),
     ``decreasing``, or ``none``; the training report checks it held."""
@@ -455,6 +460,8 @@ class FeatureSpec(_Strict):
                 op |= {"mapping": f.mapping, "unknown": f.unknown}
             elif f.op == "one_hot":
                 op |= {"categories": f.categories, "unknown": f.unknown}
+            if f.case_fold:  # absent when false: specs without it keep their schema hash
+                op["case_fold"] = True
             features.append({"name": f.name, "op": op, "output": f.output})
         entity = self.entity.model_dump(mode="json") if self.entity is not None else None
         return {
@@ -469,10 +476,13 @@ class FeatureSpec(_Strict):
         """This spec with every ``frequency_rank`` feature learned from ``columns`` (input name
         -> the training part's values): an ``ordinal`` feature whose mapping codes the
         ``max_categories`` most frequent categories with at least ``min_count`` rows 1, 2, ...
-        (most frequent first; ties by name), every other category reading as missing. What a
-        model bundle stores, so serving applies the same map."""
+        (most frequent first; ties by name), every other category reading as missing. With
+        ``case_fold`` the counts are of the kernels' case-folded values. What a model bundle
+        stores, so serving applies the same map."""
         if not any(f.op == "frequency_rank" for f in self.features):
             return self
+        from feature_kernels._core import fold_case  # the kernels' rule, not a Python copy
+
         features = []
         for f in self.features:
             if f.op != "frequency_rank":
@@ -480,7 +490,8 @@ class FeatureSpec(_Strict):
                 continue
             assert f.input is not None
             counts: dict[str, int] = {}
-            for value in columns[f.input]:
+            values = columns[f.input]
+            for value in fold_case(list(values)) if f.case_fold else values:
                 if value is not None:
                     counts[value] = counts.get(value, 0) + 1
             kept = sorted(
@@ -494,6 +505,7 @@ class FeatureSpec(_Strict):
                     input=f.input,
                     mapping={c: float(rank) for rank, (c, _) in enumerate(kept, start=1)},
                     unknown="missing",
+                    case_fold=f.case_fold,
                     reason=f.reason,
                     output=f.output,
                 )

@@ -1,6 +1,31 @@
 //! Categorical operations. `None` means "missing".
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+
+/// The case-folded form of a category (`case_fold: true` in a spec): Unicode lower case, as
+/// Rust's `str::to_lowercase` defines it (so `FORTALEZA`, `Fortaleza` and `fortaleza` are one
+/// category, and `SÃO PAULO` is `são paulo`). The one definition of the rule: the plan folds its
+/// mappings and categories with it, every row's value is folded with it before the lookup, and
+/// training fits `frequency_rank` counts on it (through the binding), so training and serving
+/// cannot disagree. Borrowed when the value is already folded (no allocation).
+#[must_use]
+pub fn fold_case(value: &str) -> Cow<'_, str> {
+    if value.is_ascii() {
+        if value.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(value.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(value)
+        }
+    } else {
+        let lower = value.to_lowercase();
+        if lower == value {
+            Cow::Borrowed(value)
+        } else {
+            Cow::Owned(lower)
+        }
+    }
+}
 
 /// The code of a category, or `None` when it is not in the mapping (the caller applies the
 /// spec's unknown-category policy). A missing category gives NaN.
@@ -43,6 +68,23 @@ mod tests {
         assert_eq!(out, [0.0, 0.0]);
         assert!(one_hot(None, &cats, &mut out));
         assert_eq!(out, [0.0, 0.0]);
+    }
+
+    #[test]
+    fn fold_case_lowers_ascii_and_unicode_and_borrows_when_folded() {
+        assert_eq!(fold_case("FORTALEZA"), "fortaleza");
+        assert_eq!(fold_case("Fortaleza"), "fortaleza");
+        assert_eq!(fold_case("SÃO PAULO"), "são paulo");
+        assert_eq!(fold_case("Spouse, partner"), "spouse, partner");
+        assert!(matches!(fold_case("fortaleza"), Cow::Borrowed(_)));
+        assert!(matches!(fold_case("são paulo"), Cow::Borrowed(_)));
+        assert!(matches!(fold_case(""), Cow::Borrowed(_)));
+        // the whole-string rule, not char by char: a final sigma is lowered as such
+        assert_eq!(fold_case("ΟΔΟΣ"), "οδος");
+        // idempotent
+        for s in ["FORTALEZA", "SÃO PAULO", "ΟΔΟΣ", "İstanbul", "Straße"] {
+            assert_eq!(fold_case(&fold_case(s)), fold_case(s), "{s}");
+        }
     }
 
     #[test]
