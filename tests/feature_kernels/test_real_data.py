@@ -167,3 +167,35 @@ def test_pakdd_places_fitted_on_the_training_part_serve_as_trained() -> None:
     assert sum(len(s) > 1 for s in by_city.values()) >= 10  # cities spelled in several cases
     assert all(len(c) == 1 for c in codes_of.values())  # ... get one code whatever the case
 
+
+def test_homecredit_fitted_on_the_training_part_serves_as_trained() -> None:
+    """Home Credit (first 5,000 rows) as training reads it (empty field = missing), its
+    occupation and organisation types capped by `frequency_rank` learned from the first 4,000
+    rows: the row path equals the column path on every row, and the spec's traits hold."""
+    from training.dataset import learned_columns, load_frame
+
+    path = DATA / "home_credit" / "application_train_first5000.csv"
+    if not path.is_file():
+        pytest.skip(f"data file {path} is not available")
+    spec = load_spec(ROOT / "specs" / "homecredit.yaml")
+    frame = load_frame(path, spec)
+    assert frame.height == 5000
+    fitted = spec.fitted(learned_columns(frame, spec, np.arange(4000)))
+    pipe = FeaturePipeline(fitted)
+    columns = _assert_paths_agree(pipe, frame)
+    names = pipe.feature_names
+    raw = frame.get_column("DAYS_EMPLOYED").to_numpy()
+    not_employed = columns[:, names.index("not_employed")]
+    assert (raw == 365243).sum() > 500  # pensioners and others
+    np.testing.assert_array_equal(not_employed, (raw == 365243).astype(np.float32))
+    assert np.isnan(columns[raw == 365243, names.index("days_employed")]).all()
+    for ext in ("ext_source_1", "ext_source_2", "ext_source_3"):
+        missing = frame.get_column(ext.upper()).is_null().to_numpy()
+        assert missing.any()
+        assert (np.isnan(columns[:, names.index(ext)]) == missing).all()
+    organization = columns[:, names.index("organization")]
+    assert set(np.unique(organization[~np.isnan(organization)])) <= set(range(1, 31))
+    term = columns[:, names.index("credit_term")]
+    credit = frame.get_column("AMT_CREDIT").to_numpy()
+    annuity = frame.get_column("AMT_ANNUITY").to_numpy()
+    np.testing.assert_allclose(term, (credit / annuity).astype(np.float32), rtol=1e-6)
