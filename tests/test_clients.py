@@ -125,8 +125,10 @@ def test_grpcurl_through_reflection_v1_prints_a_stream_error(server: ServerProce
     assert "response" in answers[0]
     error = answers[1]["error"]
     assert error["code"] == 3  # INVALID_ARGUMENT
-    (detail,) = error["details"]
+    detail, info = error["details"]
     assert detail["@type"] == "type.googleapis.com/google.rpc.BadRequest"
+    assert info["@type"] == "type.googleapis.com/google.rpc.ErrorInfo"
+    assert (info["reason"], info["domain"]) == ("OUT_OF_RANGE", "scoring.altscore.dev")
     (violation,) = detail["fieldViolations"]
     assert violation["field"] == "applicant.numeric.age"
     assert violation["reason"] == "OUT_OF_RANGE"

@@ -109,8 +109,10 @@ impl PyServingModel {
             })
             .transpose()
             .map_err(to_py_err)?;
-        let info = proto::ModelInfo::decode(model_info)
+        let mut info = proto::ModelInfo::decode(model_info)
             .map_err(|e| PyValueError::new_err(format!("model_info is not a ModelInfo: {e}")))?;
+        info.numeric_values_layout
+            .clone_from(&plan_arc.numeric_layout);
         let compiled = compiled_library
             .map(|path| CompiledLibrary::open(&path, plan_arc.n_outputs()))
             .transpose()

@@ -57,8 +57,12 @@ def stub(channel: grpc.Channel) -> pb_grpc.ScoringStub:
 def violations_of(status: status_pb2.Status) -> dict[str, str]:
     assert status.code == code_pb2.INVALID_ARGUMENT, status
     bad = error_details_pb2.BadRequest()
-    assert len(status.details) == 1
+    info = error_details_pb2.ErrorInfo()
+    assert len(status.details) == 2  # the violations, then the machine-readable reason
     assert status.details[0].Unpack(bad)
+    assert status.details[1].Unpack(info)
+    assert info.domain == "scoring.altscore.dev"
+    assert info.reason == bad.field_violations[0].reason
     return {v.field: v.description for v in bad.field_violations}
 
 

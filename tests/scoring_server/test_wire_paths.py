@@ -5,8 +5,11 @@ path serves). Same answers and the same errors, whichever path a request takes."
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import pytest
+from google.rpc.error_details_pb2 import ErrorInfo
 from grpc_status import rpc_status
 
 from scoring_server.grpc._proto import scoring_pb2 as pb
@@ -149,3 +152,58 @@ def test_numeric_values_errors_on_both_paths(channel: grpc.Channel) -> None:
         "expected 10 values"
         in _violations(lambda: stub.Score(short, timeout=5))["applicant.numeric_values"]
     )
+
+
+def test_numeric_values_built_for_another_layout_are_refused(channel: grpc.Channel) -> None:
+    """A client that read its input order from another model (a new champion reordered its
+    inputs) is refused FAILED_PRECONDITION naming the served layout, instead of having its
+    values read into the wrong inputs."""
+    stub = pb_grpc.ScoringStub(channel)
+    info = stub.GetModelInfo(pb.GetModelInfoRequest(), timeout=5).models[0]
+    served = info.numeric_values_layout
+    assert len(served) == 16
+    assert int(served, 16) >= 0
+    order = _numeric_order(stub)
+    good = _dense(request("layout"), order)
+    good.applicant.numeric_values_layout = served
+    assert stub.Score(good, timeout=5) == stub.Score(request("layout"), timeout=5)
+    stale = pb.ScoreRequest()
+    stale.CopyFrom(good)
+    stale.applicant.numeric_values_layout = "0123456789abcdef"
+    stale.request_id = "layout-stale"
+    for call in (
+        lambda: stub.Score(stale, timeout=5),
+        lambda: stub.ScoreBatch(pb.ScoreBatchRequest(requests=[good, stale]), timeout=5),
+    ):
+        with pytest.raises(grpc.RpcError) as info_err:
+            call()
+        assert info_err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert served in (info_err.value.details() or "")
+        status = rpc_status.from_call(info_err.value)
+        assert status is not None
+        reasons = [_error_info(d) for d in status.details if d.Is(ErrorInfo.DESCRIPTOR)]
+        assert reasons == [("NUMERIC_LAYOUT_MISMATCH", "scoring.altscore.dev")]
+    # in a stream: that message's answer, and the stream goes on
+    answers = list(stub.ScoreStream(iter([stale, good]), timeout=5))
+    assert answers[0].error.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+    assert answers[1].WhichOneof("result") == "response"
+
+
+def _error_info(detail: Any) -> tuple[str, str]:
+    info = ErrorInfo()
+    detail.Unpack(info)
+    return info.reason, info.domain
+
+
+def test_every_error_carries_an_error_info(channel: grpc.Channel) -> None:
+    stub = pb_grpc.ScoringStub(channel)
+    with pytest.raises(grpc.RpcError) as e:
+        stub.Score(request("", age=-3.0), timeout=5)
+    status = rpc_status.from_call(e.value)
+    assert status is not None
+    kinds = [d.type_url.rsplit("/", 1)[-1] for d in status.details]
+    assert kinds == ["google.rpc.BadRequest", "google.rpc.ErrorInfo"]
+    info = ErrorInfo()
+    status.details[1].Unpack(info)
+    assert (info.reason, info.domain) == ("EMPTY_ID", "scoring.altscore.dev")
+    assert int(info.metadata["violations"]) >= 2

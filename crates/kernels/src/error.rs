@@ -24,6 +24,8 @@ pub enum ViolationKind {
     UnknownCategory,
     /// `numeric_values` together with `numeric`, or with the wrong number of values.
     BadNumericValues,
+    /// `numeric_values` built for another layout than the served model's.
+    NumericLayoutMismatch,
     /// An empty id where one is needed.
     EmptyId,
     /// A request id used twice in one batch or stream.
@@ -57,6 +59,7 @@ impl ViolationKind {
             Self::OutOfRange => "OUT_OF_RANGE",
             Self::UnknownCategory => "UNKNOWN_CATEGORY",
             Self::BadNumericValues => "BAD_NUMERIC_VALUES",
+            Self::NumericLayoutMismatch => "NUMERIC_LAYOUT_MISMATCH",
             Self::EmptyId => "EMPTY_ID",
             Self::DuplicateId => "DUPLICATE_ID",
             Self::IdTooLong => "ID_TOO_LONG",

@@ -173,6 +173,10 @@ pub struct Plan {
     output_slots: Vec<usize>,
     pub output_names: Vec<String>,
     pub schema_hash: String,
+    /// What a `numeric_values` list must be built for: the first 16 hex digits of the SHA-256
+    /// of the numeric input names in their order, one per line. A model that reorders, adds or
+    /// drops numeric inputs has another.
+    pub numeric_layout: String,
     /// Row-path field name of each input (`numeric.<name>` / `categorical.<name>`), made once:
     /// the row path names a field only when it reports it, but must not format it per row.
     fields: Vec<String>,
@@ -351,6 +355,13 @@ impl Plan {
         let canonical =
             serde_json::to_string(&def).map_err(|e| KernelError::Plan(e.to_string()))?;
         let schema_hash = format!("{:x}", Sha256::digest(canonical.as_bytes()));
+        let numeric_names = numeric_inputs
+            .iter()
+            .map(|i| def.inputs[*i].name.as_str())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let numeric_layout =
+            format!("{:x}", Sha256::digest(numeric_names.as_bytes()))[..16].to_string();
         let fields = def
             .inputs
             .iter()
@@ -369,6 +380,7 @@ impl Plan {
             output_slots,
             output_names,
             schema_hash,
+            numeric_layout,
             fields,
         })
     }

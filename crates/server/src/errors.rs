@@ -19,6 +19,8 @@ pub const MAX_LISTED: usize = 16;
 pub const MAX_DETAILS_BYTES: usize = 4096;
 /// Longest status message (bytes; cut at a character boundary).
 pub const MAX_MESSAGE_BYTES: usize = 512;
+/// `google.rpc.ErrorInfo.domain` of every error this service answers.
+pub const ERROR_DOMAIN: &str = "scoring.altscore.dev";
 /// The only text a client sees for an unexpected error.
 pub const INTERNAL_MESSAGE: &str = "internal error";
 
@@ -55,6 +57,14 @@ impl Failure {
     #[must_use]
     pub fn code(&self) -> Code {
         match self {
+            // Values built for another model's input order: the request is well formed, the
+            // server's state (its model) is not what the client built it for.
+            Failure::Invalid(v)
+                if v.iter()
+                    .any(|v| v.kind == ViolationKind::NumericLayoutMismatch) =>
+            {
+                Code::FailedPrecondition
+            }
             Failure::Invalid(_) => Code::InvalidArgument,
             Failure::Unavailable(_) => Code::Unavailable,
             Failure::DeadlineExceeded(_) => Code::DeadlineExceeded,
@@ -65,10 +75,55 @@ impl Failure {
         }
     }
 
+    /// The machine-readable reason of this failure (`google.rpc.ErrorInfo.reason`): the first
+    /// violation's reason for bad input, else one per cause.
+    #[must_use]
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Failure::Invalid(v) => v
+                .iter()
+                .find(|v| v.kind == ViolationKind::NumericLayoutMismatch)
+                .or_else(|| v.first())
+                .map_or("INVALID_ARGUMENT", |v| v.kind.reason()),
+            Failure::Unavailable(_) => "UNAVAILABLE",
+            Failure::DeadlineExceeded(_) => "DEADLINE_EXCEEDED",
+            Failure::FailedPrecondition(_) => "OUTCOME_CONFLICT",
+            Failure::Unauthenticated(_) => "UNAUTHENTICATED",
+            Failure::PermissionDenied(_) => "PERMISSION_DENIED",
+            Failure::Internal => "INTERNAL",
+        }
+    }
+
     /// The `google.rpc.Status` of this failure (what a stream message's error carries, and what
-    /// a unary call's `grpc-status-details-bin` holds).
+    /// a unary call's `grpc-status-details-bin` holds): its specific details (`BadRequest`,
+    /// `PreconditionFailure`) first, then a `google.rpc.ErrorInfo` with [`ERROR_DOMAIN`] and
+    /// [`Self::reason`].
     #[must_use]
     pub fn to_status_proto(&self) -> pb::Status {
+        let mut status = self.status_core();
+        let mut metadata = std::collections::HashMap::new();
+        match self {
+            Failure::Invalid(v) => {
+                metadata.insert("violations".to_string(), v.len().to_string());
+            }
+            Failure::FailedPrecondition(v) => {
+                metadata.insert("violations".to_string(), v.len().to_string());
+            }
+            _ => {}
+        }
+        status.details.push(prost_types::Any {
+            type_url: "type.googleapis.com/google.rpc.ErrorInfo".into(),
+            value: pb::ErrorInfo {
+                reason: self.reason().into(),
+                domain: ERROR_DOMAIN.into(),
+                metadata,
+            }
+            .encode_to_vec(),
+        });
+        status
+    }
+
+    fn status_core(&self) -> pb::Status {
         let code = self.code() as i32;
         match self {
             Failure::Invalid(violations) => {
@@ -169,14 +224,11 @@ impl Failure {
     #[must_use]
     pub fn to_status(&self) -> tonic::Status {
         let proto = self.to_status_proto();
-        match self {
-            Failure::Invalid(_) | Failure::FailedPrecondition(_) => tonic::Status::with_details(
-                self.code(),
-                proto.message.clone(),
-                Bytes::from(proto.encode_to_vec()),
-            ),
-            _ => tonic::Status::new(self.code(), proto.message),
-        }
+        tonic::Status::with_details(
+            self.code(),
+            proto.message.clone(),
+            Bytes::from(proto.encode_to_vec()),
+        )
     }
 }
 

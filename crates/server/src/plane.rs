@@ -561,6 +561,24 @@ impl Plane {
             let view = &views[*i];
             let Ok(mut raw) = plan.read(&view.applicant);
             let mut bad = Vec::new();
+            let layout = view.applicant.numeric_values_layout;
+            if view.applicant.has_numeric_values
+                && !layout.is_empty()
+                && layout != plan.numeric_layout
+            {
+                bad.push(Violation::new(
+                    "applicant.numeric_values_layout",
+                    ViolationKind::NumericLayoutMismatch,
+                    format!(
+                        "numeric_values were built for layout '{}'; {} v{} reads layout '{}' \
+                         (GetModelInfo): rebuild them in its input order",
+                        echo(layout),
+                        model.name,
+                        model.version,
+                        plan.numeric_layout
+                    ),
+                ));
+            }
             let mut missing = Vec::new();
             if let Some(lookup) = &model.entity {
                 let id = view.applicant.applicant_id;

@@ -65,6 +65,11 @@ fn random_request(rng: &mut Rng) -> proto::ScoreRequest {
         numeric_values: (0..rng.below(3) * rng.below(6))
             .map(|_| rng.double())
             .collect(),
+        numeric_values_layout: if rng.below(2) == 0 {
+            String::new()
+        } else {
+            rng.text()
+        },
     });
     proto::ScoreRequest {
         request_id: rng.text(),
@@ -103,6 +108,7 @@ fn assert_same_request(view: &RequestView<'_>, msg: &proto::ScoreRequest) {
         bits(v.numeric_values.iter().copied()),
         bits(a.numeric_values.iter().copied())
     );
+    assert_eq!(v.numeric_values_layout, a.numeric_values_layout);
 }
 
 #[test]

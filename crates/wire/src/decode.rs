@@ -300,6 +300,8 @@ pub struct ApplicantView<'a> {
     pub numeric_values: Vec<f64>,
     /// Whether `numeric_values` occurred at all (an empty packed field counts as absent).
     pub has_numeric_values: bool,
+    /// The layout `numeric_values` was built for (GetModelInfo), if sent.
+    pub numeric_values_layout: &'a str,
 }
 
 impl RowInput for &ApplicantView<'_> {
@@ -364,6 +366,11 @@ fn applicant<'a>(r: &mut Reader<'a>, view: &mut ApplicantView<'a>) -> WireResult
                 view.has_numeric_values = true;
                 packed_doubles(r, &mut view.numeric_values)
                     .map_err(|e| e.within("numeric_values"))?;
+            }
+            (5, wt) => {
+                r.expect(5, wt, LEN)?;
+                view.numeric_values_layout =
+                    r.string().map_err(|e| e.within("numeric_values_layout"))?;
             }
             (_, wt) => r.skip(wt)?,
         }

@@ -40,6 +40,7 @@ pub const FIELDS: &[(&str, &str, u32, Kind)] = &[
         4,
         Kind::Repeated(&Kind::Double),
     ),
+    ("Applicant", "numeric_values_layout", 5, Kind::String),
     (
         "ScoreBatchRequest",
         "requests",

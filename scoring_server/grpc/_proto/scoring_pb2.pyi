@@ -40,7 +40,7 @@ INPUT_TYPE_INTEGER: InputType
 INPUT_TYPE_CATEGORICAL: InputType
 
 class Applicant(_message.Message):
-    __slots__ = ("applicant_id", "numeric", "categorical", "numeric_values")
+    __slots__ = ("applicant_id", "numeric", "categorical", "numeric_values", "numeric_values_layout")
     class NumericEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -59,11 +59,13 @@ class Applicant(_message.Message):
     NUMERIC_FIELD_NUMBER: _ClassVar[int]
     CATEGORICAL_FIELD_NUMBER: _ClassVar[int]
     NUMERIC_VALUES_FIELD_NUMBER: _ClassVar[int]
+    NUMERIC_VALUES_LAYOUT_FIELD_NUMBER: _ClassVar[int]
     applicant_id: str
     numeric: _containers.ScalarMap[str, float]
     categorical: _containers.ScalarMap[str, str]
     numeric_values: _containers.RepeatedScalarFieldContainer[float]
-    def __init__(self, applicant_id: _Optional[str] = ..., numeric: _Optional[_Mapping[str, float]] = ..., categorical: _Optional[_Mapping[str, str]] = ..., numeric_values: _Optional[_Iterable[float]] = ...) -> None: ...
+    numeric_values_layout: str
+    def __init__(self, applicant_id: _Optional[str] = ..., numeric: _Optional[_Mapping[str, float]] = ..., categorical: _Optional[_Mapping[str, str]] = ..., numeric_values: _Optional[_Iterable[float]] = ..., numeric_values_layout: _Optional[str] = ...) -> None: ...
 
 class ScoreRequest(_message.Message):
     __slots__ = ("request_id", "applicant", "explain")
@@ -220,7 +222,7 @@ class ScorePolicy(_message.Message):
     def __init__(self, base_score: _Optional[float] = ..., base_odds: _Optional[float] = ..., pdo: _Optional[float] = ..., approve_below: _Optional[float] = ..., decline_from: _Optional[float] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("model", "spec_name", "spec_version", "schema_hash", "inputs", "features", "metrics")
+    __slots__ = ("model", "spec_name", "spec_version", "schema_hash", "inputs", "features", "metrics", "numeric_values_layout")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -235,6 +237,7 @@ class ModelInfo(_message.Message):
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     FEATURES_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
+    NUMERIC_VALUES_LAYOUT_FIELD_NUMBER: _ClassVar[int]
     model: ModelRef
     spec_name: str
     spec_version: int
@@ -242,7 +245,8 @@ class ModelInfo(_message.Message):
     inputs: _containers.RepeatedCompositeFieldContainer[InputInfo]
     features: _containers.RepeatedScalarFieldContainer[str]
     metrics: _containers.ScalarMap[str, float]
-    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., spec_name: _Optional[str] = ..., spec_version: _Optional[int] = ..., schema_hash: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[InputInfo, _Mapping]]] = ..., features: _Optional[_Iterable[str]] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    numeric_values_layout: str
+    def __init__(self, model: _Optional[_Union[ModelRef, _Mapping]] = ..., spec_name: _Optional[str] = ..., spec_version: _Optional[int] = ..., schema_hash: _Optional[str] = ..., inputs: _Optional[_Iterable[_Union[InputInfo, _Mapping]]] = ..., features: _Optional[_Iterable[str]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., numeric_values_layout: _Optional[str] = ...) -> None: ...
 
 class GetModelInfoResponse(_message.Message):
     __slots__ = ("models", "policy")

@@ -41,6 +41,7 @@ fn request(i: usize) -> proto::ScoreRequest {
                 .collect::<HashMap<_, _>>(),
             categorical: HashMap::new(),
             numeric_values: Vec::new(),
+            numeric_values_layout: String::new(),
         }),
         explain: false,
     }

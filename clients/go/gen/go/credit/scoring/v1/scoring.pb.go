@@ -213,8 +213,15 @@ type Applicant struct {
 	// it had been sent there (`applicant.numeric.<input>`); a wrong number of values is a
 	// violation of `applicant.numeric_values`.
 	NumericValues []float64 `protobuf:"fixed64,4,rep,packed,name=numeric_values,json=numericValues,proto3" json:"numeric_values,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// The layout `numeric_values` was built for: GetModelInfo's `numeric_values_layout` of the
+	// model the client read its input order from. When set and it differs from the layout of the
+	// model that scores the request (a new champion reordered, added or dropped numeric inputs),
+	// the request is refused with FAILED_PRECONDITION (reason NUMERIC_LAYOUT_MISMATCH, naming the
+	// served layout) instead of reading the values into the wrong inputs. Send it with every
+	// `numeric_values` request.
+	NumericValuesLayout string `protobuf:"bytes,5,opt,name=numeric_values_layout,json=numericValuesLayout,proto3" json:"numeric_values_layout,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *Applicant) Reset() {
@@ -273,6 +280,13 @@ func (x *Applicant) GetNumericValues() []float64 {
 		return x.NumericValues
 	}
 	return nil
+}
+
+func (x *Applicant) GetNumericValuesLayout() string {
+	if x != nil {
+		return x.NumericValuesLayout
+	}
+	return ""
 }
 
 // One applicant to score (Score, each element of ScoreBatch, each message of ScoreStream).
@@ -1313,9 +1327,13 @@ type ModelInfo struct {
 	// The model's feature vector layout, in order.
 	Features []string `protobuf:"bytes,6,rep,name=features,proto3" json:"features,omitempty"`
 	// Holdout metrics recorded at training (auc, gini, ks, brier, ...).
-	Metrics       map[string]float64 `protobuf:"bytes,7,rep,name=metrics,proto3" json:"metrics,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Metrics map[string]float64 `protobuf:"bytes,7,rep,name=metrics,proto3" json:"metrics,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"fixed64,2,opt,name=value"`
+	// The layout of `Applicant.numeric_values` this model reads: the first 16 hex digits of the
+	// SHA-256 of its numeric input names in order, one per line. Echo it in
+	// `Applicant.numeric_values_layout`.
+	NumericValuesLayout string `protobuf:"bytes,8,opt,name=numeric_values_layout,json=numericValuesLayout,proto3" json:"numeric_values_layout,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *ModelInfo) Reset() {
@@ -1397,6 +1415,13 @@ func (x *ModelInfo) GetMetrics() map[string]float64 {
 	return nil
 }
 
+func (x *ModelInfo) GetNumericValuesLayout() string {
+	if x != nil {
+		return x.NumericValuesLayout
+	}
+	return ""
+}
+
 // The models served and the score policy.
 type GetModelInfoResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1456,12 +1481,13 @@ var File_credit_scoring_v1_scoring_proto protoreflect.FileDescriptor
 
 const file_credit_scoring_v1_scoring_proto_rawDesc = "" +
 	"\n" +
-	"\x1fcredit/scoring/v1/scoring.proto\x12\x11credit.scoring.v1\x1a\x17google/rpc/status.proto\"\xe7\x02\n" +
+	"\x1fcredit/scoring/v1/scoring.proto\x12\x11credit.scoring.v1\x1a\x17google/rpc/status.proto\"\x9b\x03\n" +
 	"\tApplicant\x12!\n" +
 	"\fapplicant_id\x18\x01 \x01(\tR\vapplicantId\x12C\n" +
 	"\anumeric\x18\x02 \x03(\v2).credit.scoring.v1.Applicant.NumericEntryR\anumeric\x12O\n" +
 	"\vcategorical\x18\x03 \x03(\v2-.credit.scoring.v1.Applicant.CategoricalEntryR\vcategorical\x12%\n" +
-	"\x0enumeric_values\x18\x04 \x03(\x01R\rnumericValues\x1a:\n" +
+	"\x0enumeric_values\x18\x04 \x03(\x01R\rnumericValues\x122\n" +
+	"\x15numeric_values_layout\x18\x05 \x01(\tR\x13numericValuesLayout\x1a:\n" +
 	"\fNumericEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\x1a>\n" +
@@ -1544,7 +1570,7 @@ const file_credit_scoring_v1_scoring_proto_rawDesc = "" +
 	"\tbase_odds\x18\x02 \x01(\x01R\bbaseOdds\x12\x10\n" +
 	"\x03pdo\x18\x03 \x01(\x01R\x03pdo\x12#\n" +
 	"\rapprove_below\x18\x04 \x01(\x01R\fapproveBelow\x12!\n" +
-	"\fdecline_from\x18\x05 \x01(\x01R\vdeclineFrom\"\xf2\x02\n" +
+	"\fdecline_from\x18\x05 \x01(\x01R\vdeclineFrom\"\xa6\x03\n" +
 	"\tModelInfo\x121\n" +
 	"\x05model\x18\x01 \x01(\v2\x1b.credit.scoring.v1.ModelRefR\x05model\x12\x1b\n" +
 	"\tspec_name\x18\x02 \x01(\tR\bspecName\x12!\n" +
@@ -1553,7 +1579,8 @@ const file_credit_scoring_v1_scoring_proto_rawDesc = "" +
 	"schemaHash\x124\n" +
 	"\x06inputs\x18\x05 \x03(\v2\x1c.credit.scoring.v1.InputInfoR\x06inputs\x12\x1a\n" +
 	"\bfeatures\x18\x06 \x03(\tR\bfeatures\x12C\n" +
-	"\ametrics\x18\a \x03(\v2).credit.scoring.v1.ModelInfo.MetricsEntryR\ametrics\x1a:\n" +
+	"\ametrics\x18\a \x03(\v2).credit.scoring.v1.ModelInfo.MetricsEntryR\ametrics\x122\n" +
+	"\x15numeric_values_layout\x18\b \x01(\tR\x13numericValuesLayout\x1a:\n" +
 	"\fMetricsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x01R\x05value:\x028\x01\"\x84\x01\n" +
