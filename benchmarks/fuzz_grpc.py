@@ -323,7 +323,7 @@ def _copy(request: pb.ScoreRequest) -> pb.ScoreRequest:
 
 
 @st.composite
-def cases(draw: st.DrawFn) -> Case:
+def cases(draw: st.DrawFn, max_batch: int = 1000) -> Case:
     rpc = draw(st.sampled_from(("Score", "Score", "ScoreBatch", "ScoreStream", "ReportOutcome",
                                 "GetModelInfo")))  # fmt: skip
     raw = not draw(st.integers(0, 3))  # a quarter of the cases: raw bytes
@@ -352,7 +352,7 @@ def cases(draw: st.DrawFn) -> Case:
         elif len(requests) > 1 and draw(st.booleans()):
             requests[-1].request_id = requests[0].request_id  # a duplicate
         message = pb.ScoreBatchRequest(requests=requests)
-        valid = valid and 0 < size <= 1000
+        valid = valid and 0 < size <= max_batch
     elif rpc == "ReportOutcome":
         message = draw(OUTCOME_REQUESTS)
     else:
@@ -532,6 +532,7 @@ def fuzz(
     cases_wanted: int,
     *,
     max_message_bytes: int,
+    max_batch: int = 1000,
     workers: int = 8,
     random_seed: int | None = None,
     alive: Callable[[], str | None] = lambda: None,
@@ -551,7 +552,7 @@ def fuzz(
         deadline=None,
         suppress_health_check=list(HealthCheck),
     )
-    @given(cases())
+    @given(cases(max_batch))
     def drive(case: Case) -> None:
         if dead:
             return

@@ -22,7 +22,13 @@ def test_fuzzed_calls_on_every_rpc(server: ServerProcess) -> None:
         return None if code is None else f"the server exited with {code}"
 
     report = fuzz(
-        server.target, CASES, max_message_bytes=65536, workers=8, random_seed=SEED, alive=alive
+        server.target,
+        CASES,
+        max_message_bytes=65536,  # the session server's limits (tests/conftest.py)
+        max_batch=50,
+        workers=8,
+        random_seed=SEED,
+        alive=alive,
     )
     assert report.cases == CASES
     assert report.ok, "\n".join([f"seed {SEED}", *failure_lines(report)])
