@@ -62,6 +62,12 @@ def main() -> int:
     if sys.argv[1:2] == ["token"]:
         return token(sys.argv[2:])
     settings = ServerSettings()
+    # The registry is polled every few seconds and a failed poll keeps the last good model:
+    # MLflow's own HTTP retries (7, exponential backoff, 120 s timeouts) would hold the first
+    # poll, the port and a SIGTERM for minutes while MLflow is away. Operators may override.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     logging.basicConfig(
         level=settings.log_level.upper(), handlers=[_log_handler(settings.log_format)]
     )
