@@ -358,7 +358,7 @@ impl DataPlane {
         handshake_timeout=10.0, outcome_writers=None, outcome_tokens_file=None,
         log_max_bytes=None, log_max_age=None, max_in_flight=2048, max_open_streams=4096, retry_pushback=0.1,
         max_header_list_bytes=16384, max_pending_reset_streams=20, max_local_error_resets=1024,
-        tcp_keepalive=60.0, max_connection_age=None, call_timeout=Some(30.0)))]
+        tcp_keepalive=60.0, max_connection_age=None, call_timeout=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,

@@ -287,7 +287,7 @@ class DataPlane:
         max_local_error_resets: int = 1024,
         tcp_keepalive: float = 60.0,
         max_connection_age: float | None = None,
-        call_timeout: float | None = 30.0,
+        call_timeout: float | None = None,
     ) -> DataPlane: ...
     @property
     def grpc_port(self) -> int: ...
