@@ -268,7 +268,7 @@ def score_request(draw: st.DrawFn, m: Model) -> tuple[bytes, Expected]:
             a = draw(ids)
             pieces.append(("id", a, ld(1, utf8(a))))
         else:
-            pieces.append(("unk", None, draw(unknown_fields(5))))
+            pieces.append(("unk", None, draw(unknown_fields(6))))
     pieces = draw(st.permutations(pieces)) if draw(st.booleans()) else pieces
     # Split the applicant over 0..3 occurrences (0 only when it has nothing in it).
     n_chunks = draw(st.integers(0 if not pieces else 1, 3))
