@@ -56,7 +56,7 @@ prometheus:  ## Install prometheus + promtool and amtool (Debian packages) if mi
 .PHONY: test
 test: install lint contract redis prometheus grpcurl minio java  ## The whole suite: lint, the contract (buf), Rust tests, a bounded fuzz run, pytest (CI runs exactly this)
 	cargo test --workspace --quiet
-	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=30
+	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=10
 	PATH="$$(go env GOPATH)/bin:$$PATH" $(RUN) pytest
 
 FUZZ_SECONDS ?= 60

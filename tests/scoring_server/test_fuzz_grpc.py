@@ -10,7 +10,7 @@ import os
 from benchmarks.fuzz_grpc import failure_lines, fuzz
 from tests.conftest import ServerProcess
 
-CASES = 1000
+CASES = 400
 SEED = int(os.environ.get("ALTSCORE_FUZZ_SEED", "13"))
 
 
