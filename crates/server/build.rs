@@ -1,6 +1,8 @@
 //! Code from `proto/`: prost types for the messages the server builds with prost, the `Scoring`
-//! service with the hot messages on altscore's own codec, and the descriptor set that server
-//! reflection serves. `protox` compiles the protos in Rust (no `protoc` needed).
+//! service with the hot messages on altscore's own codec, the Open Inference Protocol v2
+//! `inference.GRPCInferenceService` (prost messages on the same codec, which answers malformed
+//! bytes `INVALID_ARGUMENT`), and the descriptor set that server reflection serves. `protox`
+//! compiles the protos in Rust (no `protoc` needed).
 
 use std::error::Error;
 use std::path::PathBuf;
@@ -30,6 +32,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         [
             "credit/scoring/v1/scoring.proto",
             "google/rpc/error_details.proto",
+            "inference/grpc_predict_v2.proto",
         ],
         [&proto],
     )?;
@@ -71,6 +74,27 @@ fn main() -> Result<(), Box<dyn Error>> {
             .build(),
         )
         .build();
-    Builder::new().build_client(false).compile(&[scoring]);
+    let oip = |name: &str, route: &str, message: &str| {
+        method(
+            name,
+            route,
+            &format!("crate::proto::inference::{message}Request"),
+            &format!("crate::proto::inference::{message}Response"),
+        )
+        .build()
+    };
+    let inference = Service::builder()
+        .name("GRPCInferenceService")
+        .package("inference")
+        .method(oip("server_live", "ServerLive", "ServerLive"))
+        .method(oip("server_ready", "ServerReady", "ServerReady"))
+        .method(oip("model_ready", "ModelReady", "ModelReady"))
+        .method(oip("server_metadata", "ServerMetadata", "ServerMetadata"))
+        .method(oip("model_metadata", "ModelMetadata", "ModelMetadata"))
+        .method(oip("model_infer", "ModelInfer", "ModelInfer"))
+        .build();
+    Builder::new()
+        .build_client(false)
+        .compile(&[scoring, inference]);
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! The codec of the `Scoring` service. tonic owns the framing, compression and size limits; this
+//! The codec of the `Scoring` service (and of the Open Inference Protocol's, all prost). tonic owns the framing, compression and size limits; this
 //! codec only turns a message's bytes into a value and back:
 //!
 //! - the hot requests (`ScoreRequest`, `ScoreBatchRequest`, stream messages) stay raw bytes
@@ -76,6 +76,18 @@ prost_wire!(
     crate::proto::GetModelInfoResponse => "GetModelInfoResponse",
     crate::proto::ReportOutcomeRequest => "ReportOutcomeRequest",
     crate::proto::ReportOutcomeResponse => "ReportOutcomeResponse",
+    crate::proto::inference::ServerLiveRequest => "ServerLiveRequest",
+    crate::proto::inference::ServerLiveResponse => "ServerLiveResponse",
+    crate::proto::inference::ServerReadyRequest => "ServerReadyRequest",
+    crate::proto::inference::ServerReadyResponse => "ServerReadyResponse",
+    crate::proto::inference::ModelReadyRequest => "ModelReadyRequest",
+    crate::proto::inference::ModelReadyResponse => "ModelReadyResponse",
+    crate::proto::inference::ServerMetadataRequest => "ServerMetadataRequest",
+    crate::proto::inference::ServerMetadataResponse => "ServerMetadataResponse",
+    crate::proto::inference::ModelMetadataRequest => "ModelMetadataRequest",
+    crate::proto::inference::ModelMetadataResponse => "ModelMetadataResponse",
+    crate::proto::inference::ModelInferRequest => "ModelInferRequest",
+    crate::proto::inference::ModelInferResponse => "ModelInferResponse",
 );
 
 /// `E` out, `D` in (the server's view).
