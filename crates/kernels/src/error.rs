@@ -42,6 +42,9 @@ pub enum ViolationKind {
     BadTime,
     /// A column of the wrong length, absent or not an input (column path).
     BadColumn,
+    /// An Open Inference Protocol tensor of the wrong shape, sent twice, or whose contents do
+    /// not match its shape and data type.
+    BadTensor,
     /// Stands for the violations not listed (the list is capped).
     TooManyViolations,
 }
@@ -68,6 +71,7 @@ impl ViolationKind {
             Self::FromFeatureStore => "FROM_FEATURE_STORE",
             Self::BadTime => "BAD_TIME",
             Self::BadColumn => "BAD_COLUMN",
+            Self::BadTensor => "BAD_TENSOR",
             Self::TooManyViolations => "TOO_MANY_VIOLATIONS",
         }
     }

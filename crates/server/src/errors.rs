@@ -39,6 +39,8 @@ pub enum Failure {
     Unauthenticated(String),
     /// A state-changing call from an identity not allowed to make it.
     PermissionDenied(String),
+    /// A model (name or version) that is not served (the Open Inference Protocol names one).
+    NotFound(String),
     /// Something unexpected; the cause was logged.
     Internal,
 }
@@ -71,6 +73,7 @@ impl Failure {
             Failure::FailedPrecondition(_) => Code::FailedPrecondition,
             Failure::Unauthenticated(_) => Code::Unauthenticated,
             Failure::PermissionDenied(_) => Code::PermissionDenied,
+            Failure::NotFound(_) => Code::NotFound,
             Failure::Internal => Code::Internal,
         }
     }
@@ -90,6 +93,7 @@ impl Failure {
             Failure::FailedPrecondition(_) => "OUTCOME_CONFLICT",
             Failure::Unauthenticated(_) => "UNAUTHENTICATED",
             Failure::PermissionDenied(_) => "PERMISSION_DENIED",
+            Failure::NotFound(_) => "MODEL_NOT_FOUND",
             Failure::Internal => "INTERNAL",
         }
     }
@@ -175,7 +179,8 @@ impl Failure {
             Failure::Unavailable(m)
             | Failure::DeadlineExceeded(m)
             | Failure::Unauthenticated(m)
-            | Failure::PermissionDenied(m) => pb::Status {
+            | Failure::PermissionDenied(m)
+            | Failure::NotFound(m) => pb::Status {
                 code,
                 message: cut(m),
                 details: Vec::new(),

@@ -5,7 +5,8 @@
 //! happens here: decoding ([`codec`] + `altscore-wire`), feature-store enrichment ([`store`]),
 //! routing, prediction, explanations and policy ([`plane`]), the prediction log ([`log`]),
 //! metrics ([`metrics`]), errors ([`errors`]), transport and limits ([`server`]), TLS with certificates
-//! re-read from disk ([`tls`]), who may change state ([`auth`]).
+//! re-read from disk ([`tls`]), who may change state ([`auth`]). The Open Inference Protocol v2
+//! ([`oip`]) is an adapter onto the same batch path.
 
 pub mod auth;
 pub mod codec;
@@ -14,6 +15,7 @@ pub mod errors;
 pub mod log;
 pub mod metrics;
 pub mod model;
+pub mod oip;
 pub mod outcomes;
 pub mod plane;
 pub mod proto;

@@ -42,6 +42,12 @@ const METHODS: &[(&str, &str, &str)] = &[
     ("credit.scoring.v1.Scoring", "ScoreStream", "bidi_stream"),
     ("credit.scoring.v1.Scoring", "GetModelInfo", "unary"),
     ("credit.scoring.v1.Scoring", "ReportOutcome", "unary"),
+    ("inference.GRPCInferenceService", "ServerLive", "unary"),
+    ("inference.GRPCInferenceService", "ServerReady", "unary"),
+    ("inference.GRPCInferenceService", "ModelReady", "unary"),
+    ("inference.GRPCInferenceService", "ServerMetadata", "unary"),
+    ("inference.GRPCInferenceService", "ModelMetadata", "unary"),
+    ("inference.GRPCInferenceService", "ModelInfer", "unary"),
     ("grpc.health.v1.Health", "Check", "unary"),
     ("grpc.health.v1.Health", "Watch", "server_stream"),
     ("grpc.health.v1.Health", "List", "unary"),
@@ -145,12 +151,15 @@ pub struct Metrics {
     rpcs: Vec<RpcSeries>,
 }
 
-const SCORING_RPCS: [&str; 5] = [
+const SCORING_RPCS: [&str; 7] = [
     "Score",
     "ScoreBatch",
     "ScoreStream",
     "GetModelInfo",
     "ReportOutcome",
+    // The Open Inference Protocol's (inference.GRPCInferenceService).
+    "ModelInfer",
+    "ModelMetadata",
 ];
 
 fn counter_vec(
@@ -621,11 +630,12 @@ pub async fn serve(
     }
 }
 
-/// The global bounds on work in flight: `credit.scoring.v1.Scoring` unary calls beyond
-/// `calls`, and `ScoreStream` streams open beyond `streams` (counted apart, so clients holding
-/// streams open cannot starve unary calls, nor the reverse), are answered at once with
-/// `RESOURCE_EXHAUSTED` and a `grpc-retry-pushback-ms` trailer, and counted; health and
-/// reflection are never shed, so a busy server still reports its health.
+/// The global bounds on work in flight: `credit.scoring.v1.Scoring` unary calls (and the Open
+/// Inference Protocol's `ModelInfer` and `ModelMetadata`) beyond `calls`, and `ScoreStream`
+/// streams open beyond `streams` (counted apart, so clients holding streams open cannot starve
+/// unary calls, nor the reverse), are answered at once with `RESOURCE_EXHAUSTED` and a
+/// `grpc-retry-pushback-ms` trailer, and counted; health, reflection and the Open Inference
+/// Protocol's probes are never shed, so a busy server still reports its health.
 #[derive(Clone)]
 pub struct ShedLayer {
     calls: Arc<ShedState>,
@@ -683,6 +693,14 @@ pub struct Shedding<S> {
     streams: Arc<ShedState>,
 }
 
+/// Whether a call of `path` takes a place in the bounds: every `Scoring` call, and the Open
+/// Inference Protocol's model calls (its liveness and readiness probes, like health, never).
+fn is_shed(path: &str) -> bool {
+    path.starts_with("/credit.scoring.v1.Scoring/")
+        || path == "/inference.GRPCInferenceService/ModelInfer"
+        || path == "/inference.GRPCInferenceService/ModelMetadata"
+}
+
 /// One call's place in the bound, given back when its answer (a stream's last message) is
 /// done or dropped.
 struct Permit(Arc<ShedState>);
@@ -711,7 +729,7 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let path = req.uri().path();
-        if !path.starts_with("/credit.scoring.v1.Scoring/") {
+        if !is_shed(path) {
             return Box::pin(self.inner.call(req));
         }
         let state = if path.ends_with("/ScoreStream") {

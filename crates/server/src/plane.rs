@@ -382,7 +382,8 @@ impl Plane {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = counters;
     }
 
-    fn current(&self) -> Result<Arc<Variants>, Failure> {
+    /// What is served now; `UNAVAILABLE` before the first champion.
+    pub fn current(&self) -> Result<Arc<Variants>, Failure> {
         self.variants()
             .ok_or_else(|| Failure::Unavailable("no model is loaded yet".into()))
     }
@@ -804,6 +805,26 @@ impl Plane {
         bytes: Bytes,
         deadline: Option<Instant>,
     ) -> Result<Vec<u8>, Failure> {
+        self.score_batch_with(bytes, deadline, |views, answers| {
+            let mut out = Vec::with_capacity(views.len() * 96);
+            for (view, scored) in views.iter().zip(answers) {
+                scored.put(&mut out, view.request_id, Shape::BatchItem);
+            }
+            out
+        })
+        .await
+    }
+
+    /// The batch path: a `ScoreBatchRequest`'s bytes checked, scored, answered by `answer`
+    /// (given every request and its answer, in order), logged and shadowed. `ScoreBatch` writes
+    /// a `ScoreBatchResponse`; the Open Inference Protocol's `ModelInfer` encodes its tensors as
+    /// such a request and writes tensors ([`crate::oip`]).
+    pub async fn score_batch_with<T>(
+        self: &Arc<Self>,
+        bytes: Bytes,
+        deadline: Option<Instant>,
+        answer: impl FnOnce(&[RequestView<'_>], &[&Scored]) -> T,
+    ) -> Result<T, Failure> {
         let max = self.config.max_batch;
         let views = parse_batch(&bytes, max).map_err(|e| match e {
             Ok(n) => Failure::Invalid(vec![Violation::new(
@@ -826,13 +847,12 @@ impl Plane {
             .map(|v| id_violation(v.request_id, v.applicant.applicant_id, Some(&mut seen)))
             .collect();
         let (variants, results) = self.score(&views, id_bad, Mode2::Batch).await?;
-        let mut out = Vec::with_capacity(views.len() * 96);
-        for (view, result) in views.iter().zip(&results) {
-            match result {
-                Ok(s) => s.put(&mut out, view.request_id, Shape::BatchItem),
-                Err(_) => return Err(Failure::Internal),
-            }
-        }
+        let answers: Vec<&Scored> = results
+            .iter()
+            .map(|r| r.as_ref().map_err(|_| Failure::Internal))
+            .collect::<Result<_, _>>()?;
+        let out = answer(&views, &answers);
+        drop(answers);
         check_deadline(deadline)?;
         self.log(&views, &results, true);
         let n = results.len();

@@ -1,5 +1,6 @@
-//! Running the data plane: its runtime (all cores), the gRPC port (tonic: `Scoring`, health,
-//! reflection v1 and v1alpha), the `/metrics` port, and a graceful stop.
+//! Running the data plane: its runtime (all cores), the gRPC port (tonic: `Scoring`, the Open
+//! Inference Protocol v2's `inference.GRPCInferenceService`, health, reflection v1 and v1alpha),
+//! the `/metrics` port, and a graceful stop.
 //!
 //! The gRPC port is bound at once (`SO_REUSEADDR`: a restart right after a stop binds, a port
 //! another server listens on fails at once) but takes connections only from [`DataPlane::serve`]
@@ -31,16 +32,22 @@ use crate::config::Config;
 use crate::errors::{size_limit_response, INTERNAL_MESSAGE};
 use crate::log::{LogConfig, PredictionSink, RecordLog, Target};
 use crate::metrics::{self, GrpcMetricsLayer, Metrics, ShedLayer};
+use crate::oip::{InferenceService, INFERENCE_SERVICE};
 use crate::outcomes::Ledger;
 use crate::plane::{Plane, Variants};
 use crate::proto;
+use crate::proto::inference::GRPCInferenceServiceServer;
 use crate::proto::scoring_server::ScoringServer;
 use crate::service::ScoringService;
 use crate::store::FeatureStore;
 use crate::tls;
 
-/// The service name health reports for besides the server as a whole ("").
+/// The service name health reports for besides the server as a whole ("") and
+/// [`INFERENCE_SERVICE`].
 pub const SCORING_SERVICE: &str = "credit.scoring.v1.Scoring";
+
+/// Every name health reports for: the server as a whole, and each scoring service.
+const HEALTH_NAMES: [&str; 3] = ["", SCORING_SERVICE, INFERENCE_SERVICE];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -243,12 +250,11 @@ impl DataPlane {
             let service = HealthServer::new(
                 tonic_health::server::HealthService::from_health_reporter(reporter.clone()),
             );
-            reporter
-                .set_service_status("", ServingStatus::NotServing)
-                .await;
-            reporter
-                .set_service_status(SCORING_SERVICE, ServingStatus::NotServing)
-                .await;
+            for name in HEALTH_NAMES {
+                reporter
+                    .set_service_status(name, ServingStatus::NotServing)
+                    .await;
+            }
             (reporter, service)
         });
         let ledger = match &config.log_stream {
@@ -345,6 +351,10 @@ impl DataPlane {
                 .max_decoding_message_size(config.max_message_bytes)
                 .accept_compressed(CompressionEncoding::Gzip)
                 .accept_compressed(CompressionEncoding::Zstd);
+        let inference = GRPCInferenceServiceServer::new(InferenceService::new(self.plane.clone()))
+            .max_decoding_message_size(config.max_message_bytes)
+            .accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd);
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -370,7 +380,8 @@ impl DataPlane {
             .add_service(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(scoring);
+            .add_service(scoring)
+            .add_service(inference);
         let mut stopped = self.stop.subscribe();
         let failed = self.failed.clone();
         let task = self.runtime.spawn(async move {
@@ -423,10 +434,9 @@ impl DataPlane {
             ServingStatus::NotServing
         };
         self.runtime.block_on(async {
-            self.health.set_service_status("", status).await;
-            self.health
-                .set_service_status(SCORING_SERVICE, status)
-                .await;
+            for name in HEALTH_NAMES {
+                self.health.set_service_status(name, status).await;
+            }
         });
         self.ready.store(serving, Ordering::Release);
     }
@@ -436,12 +446,11 @@ impl DataPlane {
     pub fn shutdown(&self, grace: Duration) {
         self.ready.store(false, Ordering::Release);
         self.runtime.block_on(async {
-            self.health
-                .set_service_status("", ServingStatus::NotServing)
-                .await;
-            self.health
-                .set_service_status(SCORING_SERVICE, ServingStatus::NotServing)
-                .await;
+            for name in HEALTH_NAMES {
+                self.health
+                    .set_service_status(name, ServingStatus::NotServing)
+                    .await;
+            }
         });
         let _ = self.stop.send(true);
         let task = self

@@ -11,6 +11,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 use crate::auth::{Authorizer, Caller};
 use crate::codec::{Encoded, RawRequest};
 use crate::errors::{size_limit_status, Failure};
+use crate::metrics::Metrics;
 use crate::plane::{Plane, RecentIds};
 use crate::proto;
 use crate::proto::scoring_server::Scoring;
@@ -65,16 +66,27 @@ impl ScoringService {
         started: Instant,
         result: Result<T, Failure>,
     ) -> Result<Response<T>, Status> {
-        let seconds = started.elapsed().as_secs_f64();
-        match result {
-            Ok(t) => {
-                self.plane.metrics.observe(rpc, Code::Ok, seconds, 1);
-                Ok(Response::new(t))
-            }
-            Err(f) => {
-                self.plane.metrics.observe(rpc, f.code(), seconds, 1);
-                Err(f.to_status())
-            }
+        finish(&self.plane.metrics, rpc, started, result)
+    }
+}
+
+/// A unary call's answer or status, counted in `credit_scoring_requests_total` and its latency
+/// histogram under `rpc`.
+pub(crate) fn finish<T>(
+    metrics: &Metrics,
+    rpc: &str,
+    started: Instant,
+    result: Result<T, Failure>,
+) -> Result<Response<T>, Status> {
+    let seconds = started.elapsed().as_secs_f64();
+    match result {
+        Ok(t) => {
+            metrics.observe(rpc, Code::Ok, seconds, 1);
+            Ok(Response::new(t))
+        }
+        Err(f) => {
+            metrics.observe(rpc, f.code(), seconds, 1);
+            Err(f.to_status())
         }
     }
 }
@@ -105,7 +117,7 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 }
 
 /// The call's deadline: `started` plus its `grpc-timeout`.
-fn deadline_of<T>(request: &Request<T>, started: Instant) -> Option<Instant> {
+pub(crate) fn deadline_of<T>(request: &Request<T>, started: Instant) -> Option<Instant> {
     let value = request.metadata().get("grpc-timeout")?.to_str().ok()?;
     parse_grpc_timeout(value).and_then(|d| started.checked_add(d))
 }
@@ -116,7 +128,7 @@ const DEADLINE_MARGIN: Duration = Duration::from_micros(500);
 
 /// Run `work` under `deadline`: not started once it has passed, ended before it (its work
 /// dropped), both `DEADLINE_EXCEEDED`.
-async fn within<T>(
+pub(crate) async fn within<T>(
     deadline: Option<Instant>,
     work: impl std::future::Future<Output = Result<T, Failure>>,
 ) -> Result<T, Failure> {
