@@ -34,16 +34,25 @@ format: install  ## Format Python and Rust
 	$(RUN) ruff check --fix .
 	cargo fmt --all
 
-.PHONY: lint
-lint: install  ## ruff, mypy (strict), stubtest, cargo fmt --check, clippy -D warnings
+.PHONY: lint lint-python lint-rust
+lint: lint-python lint-rust  ## ruff, mypy (strict), stubtest, cargo fmt --check, clippy -D warnings
+
+lint-python: install
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy
 	$(RUN) python -m mypy.stubtest feature_kernels._core --allowlist .mypy-stubtest-allowlist
+
+lint-rust:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --quiet -- -D warnings
 	@# the fuzz crate has its own lock file: a new dependency of the wire codec must land in it
 	cargo metadata --locked --format-version 1 --manifest-path crates/wire/fuzz/Cargo.toml >/dev/null
+
+.PHONY: rust-test
+rust-test: lint-rust  ## Rust: fmt, clippy, the workspace's tests, the decoder fuzzed for 10 s
+	cargo test --workspace --quiet
+	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=10
 
 .PHONY: redis
 redis:  ## Install redis-server (Debian package) if missing: the tests start their own
@@ -54,9 +63,11 @@ prometheus:  ## Install prometheus + promtool and amtool (Debian packages) if mi
 	@command -v promtool >/dev/null && command -v prometheus >/dev/null && command -v amtool >/dev/null || (apt-get update && apt-get install -y --no-install-recommends prometheus prometheus-alertmanager)
 
 .PHONY: test
-test: install lint contract redis prometheus grpcurl minio java  ## The whole suite: lint, the contract (buf), Rust tests, a bounded fuzz run, pytest (CI runs exactly this)
-	cargo test --workspace --quiet
-	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=10
+test: contract redis prometheus grpcurl minio java  ## The whole suite: lint, the contract (buf), Rust tests, a bounded fuzz run, pytest (CI runs exactly this)
+	@# the Rust checks (debug builds) run beside the extension's release build, whose last
+	@# step (fat LTO, one codegen unit) keeps one core busy and leaves the other free
+	$(MAKE) --no-print-directory -j2 --output-sync=target install rust-test
+	$(MAKE) --no-print-directory lint-python
 	PATH="$$(go env GOPATH)/bin:$$PATH" $(RUN) pytest
 
 FUZZ_SECONDS ?= 60
