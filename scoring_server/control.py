@@ -94,6 +94,7 @@ def start_data_plane(settings: ServerSettings) -> DataPlane:
         tcp_keepalive=settings.tcp_keepalive_seconds,
         max_connection_age=settings.max_connection_age_seconds,
         call_timeout=settings.call_timeout_seconds,
+        max_connections=settings.max_connections,
         log_stream=None
         if settings.log_redis_url is None
         else (settings.log_redis_url, settings.log_stream_prefix, settings.log_stream_max_len),

@@ -108,6 +108,11 @@ class ServerSettings(BaseSettings):
     """Longest a unary call may take, reading its request included: a client that stalls its
     request body is cut off (``CANCELLED``, "Timeout expired") and its place freed. Streams are
     not limited by it. Empty: no limit."""
+    max_connections: int | None = Field(None, ge=1)
+    """Connections open at most on the gRPC port; one more closes the connection quiet the
+    longest (an idle one goes before a client that calls), counted in
+    ``credit_scoring_connections_evicted_total``. Unset: the open-file limit (raised to its hard
+    limit at start) less 512."""
     max_connection_age_seconds: float | None = Field(None, gt=0)
     """Connections older than this are closed gracefully (clients reconnect and rebalance);
     unset: no limit."""

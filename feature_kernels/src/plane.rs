@@ -358,7 +358,7 @@ impl DataPlane {
         handshake_timeout=10.0, outcome_writers=None, outcome_tokens_file=None,
         log_max_bytes=None, log_max_age=None, max_in_flight=2048, max_open_streams=4096, retry_pushback=0.1,
         max_header_list_bytes=16384, max_pending_reset_streams=20, max_local_error_resets=1024,
-        tcp_keepalive=60.0, max_connection_age=None, call_timeout=None))]
+        tcp_keepalive=60.0, max_connection_age=None, call_timeout=None, max_connections=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -402,6 +402,7 @@ impl DataPlane {
         tcp_keepalive: f64,
         max_connection_age: Option<f64>,
         call_timeout: Option<f64>,
+        max_connections: Option<usize>,
     ) -> PyResult<Self> {
         let tls = match (tls_cert, tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles {
@@ -458,6 +459,7 @@ impl DataPlane {
             call_timeout: call_timeout
                 .map(|s| seconds("call_timeout", s))
                 .transpose()?,
+            max_connections,
             handshake_timeout: seconds("handshake_timeout", handshake_timeout)?,
             auth: AuthConfig {
                 writers: outcome_writers.unwrap_or_default(),

@@ -171,3 +171,54 @@ def test_an_oversized_header_list_is_refused_and_other_calls_go_on(limited: Serv
         assert stub.Score(request("after-big"), timeout=5).pd > 0
         # within the limit: served
         assert stub.Score(request("fits"), timeout=5, metadata=[("x-fits", "a" * 8_000)]).pd > 0
+
+
+def closed_by_server(sock: socket.socket, within: float = 2.0) -> bool:
+    """Whether the server closes ``sock`` within ``within`` s (what it sent before is read)."""
+    sock.settimeout(within)
+    try:
+        while sock.recv(1 << 16):
+            pass
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        pass
+    return True
+
+
+def test_idle_connections_beyond_the_limit_make_room_for_new_clients(
+    trained: TrainedModel, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """With the connection limit reached by idle connections (preface only), a new client is
+    still served at once: the connection quiet the longest is closed for it; a client that
+    calls keeps its connection throughout. The server's descriptors stay bounded."""
+    srv = start_server(
+        trained.state_dir,
+        tmp_path_factory.mktemp("logs") / "connections.log",
+        wait_serving=True,
+        ALTSCORE_MAX_CONNECTIONS="40",
+    )
+    idle: list[socket.socket] = []
+    try:
+        with grpc.insecure_channel(srv.target) as ch:
+            calling = pb_grpc.ScoringStub(ch)
+            calling.Score(request("before"), timeout=5)
+            for _ in range(200):
+                s = socket.create_connection(("127.0.0.1", srv.grpc_port), timeout=5)
+                s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+                idle.append(s)
+                calling.Score(request(f"during-{len(idle)}"), timeout=5)  # never evicted
+            started = time.monotonic()
+            with grpc.insecure_channel(srv.target) as fresh:
+                pb_grpc.ScoringStub(fresh).Score(request("new-client"), timeout=5)
+            assert time.monotonic() - started < 1.0
+            assert metric(srv, "credit_scoring_connections_open") <= 40
+            # 202 connections came, the new client's left by itself, at most 40 stay open
+            assert metric(srv, "credit_scoring_connections_evicted_total") >= 202 - 1 - 40
+            # the oldest idle ones were closed by the server: their reads end
+            closed = sum(closed_by_server(s) for s in idle[:100])
+            assert closed >= 90
+    finally:
+        for s in idle:
+            s.close()
+        srv.stop()

@@ -84,6 +84,9 @@ pub struct Config {
     pub call_timeout: Option<Duration>,
     /// Connections older than this are closed gracefully (None: no limit).
     pub max_connection_age: Option<Duration>,
+    /// Connections open at most on the gRPC port; beyond, the one quiet the longest is closed
+    /// (see `conn`). None: the open-file limit (raised to its hard limit) less 512.
+    pub max_connections: Option<usize>,
     /// Unary scoring calls in flight at most; beyond, RESOURCE_EXHAUSTED.
     pub max_in_flight: usize,
     /// `ScoreStream` streams open at most (every connection); beyond, RESOURCE_EXHAUSTED.
@@ -128,6 +131,7 @@ impl Default for Config {
             max_local_error_resets: 1024,
             tcp_keepalive: Duration::from_secs(60),
             max_connection_age: None,
+            max_connections: None,
             call_timeout: Some(Duration::from_secs(30)),
             max_in_flight: 2048,
             max_open_streams: 4096,

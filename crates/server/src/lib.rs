@@ -4,13 +4,15 @@
 //! gated model ([`model::ServingModel`]) and swaps them atomically; everything per request
 //! happens here: decoding ([`codec`] + `altscore-wire`), feature-store enrichment ([`store`]),
 //! routing, prediction, explanations and policy ([`plane`]), the prediction log ([`log`]),
-//! metrics ([`metrics`]), errors ([`errors`]), transport and limits ([`server`]), TLS with certificates
-//! re-read from disk ([`tls`]), who may change state ([`auth`]). The Open Inference Protocol v2
-//! ([`oip`]) is an adapter onto the same batch path.
+//! metrics ([`metrics`]), errors ([`errors`]), transport and limits ([`server`]; [`conn`]: the
+//! accept loop and the connection limit), TLS with certificates re-read from disk ([`tls`]), who
+//! may change state ([`auth`]). The Open Inference Protocol v2 ([`oip`]) is an adapter onto the
+//! same batch path.
 
 pub mod auth;
 pub mod codec;
 pub mod config;
+pub mod conn;
 pub mod errors;
 pub mod log;
 pub mod metrics;

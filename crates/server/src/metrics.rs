@@ -141,6 +141,8 @@ pub struct Metrics {
     pub log_expired: IntCounter,
     pub shed: IntCounterVec,
     pub tls_handshake_failures: IntCounterVec,
+    pub connections_open: IntGauge,
+    pub connections_evicted: IntCounter,
     pub auth_denied: IntCounterVec,
     pub grpc_started: IntCounterVec,
     pub grpc_handled: IntCounterVec,
@@ -235,6 +237,11 @@ impl Metrics {
             "Calls started and not yet finished, on every service of the port.",
         )?;
         r.register(Box::new(in_flight.clone()))?;
+        let connections_open = IntGauge::new(
+            "credit_scoring_connections_open",
+            "Connections open on the gRPC port (TLS handshakes in progress included).",
+        )?;
+        r.register(Box::new(connections_open.clone()))?;
         let requests = counter_vec(
             &r,
             "credit_scoring_requests_total",
@@ -335,6 +342,13 @@ impl Metrics {
                 "credit_scoring_prediction_log_expired_total",
                 "Prediction records deleted from the local log by its retention (size cap or \
                  age; oldest segments first).",
+            )?,
+            connections_open,
+            connections_evicted: counter(
+                &r,
+                "credit_scoring_connections_evicted_total",
+                "Connections of the gRPC port closed by the server because it had its limit of \
+                 them open and another arrived (the one quiet the longest is closed).",
             )?,
             tls_handshake_failures: counter_vec(
                 &r,

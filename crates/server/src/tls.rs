@@ -28,6 +28,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::config::TlsFiles;
+use crate::conn::{self, Connections, Tracked};
 
 /// What identifies one version of a file on disk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,52 +162,50 @@ impl Reloading {
     }
 }
 
-/// Accept TCP connections on `listener` and handshake each (at most `handshake_timeout`) in
-/// its own task; the stream yields the connections that completed. Failed handshakes are
-/// counted in `failures` by reason (`timeout`, `error`) and logged at debug. The accept loop
-/// ends when the stream is dropped (the server stopped), closing the listener.
+/// Accept TCP connections on `listener` (through [`conn::accept_loop`]: the connection limit
+/// and TCP options) and handshake each (at most `handshake_timeout`) in its own task; the
+/// stream yields the connections that completed. Failed handshakes are counted in `failures`
+/// by reason (`timeout`, `error`) and logged at debug. The accept loop ends when the stream is
+/// dropped (the server stopped), closing the listener.
 pub fn incoming(
     listener: TcpListener,
+    connections: Arc<Connections>,
+    tcp_keepalive: Duration,
     tls: Arc<Reloading>,
     handshake_timeout: Duration,
     failures: IntCounterVec,
-) -> ReceiverStream<Result<TlsStream<TcpStream>, io::Error>> {
+) -> ReceiverStream<Result<TlsStream<Tracked<TcpStream>>, io::Error>> {
     let (tx, rx) = mpsc::channel(1024);
     tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                () = tx.closed() => return,
-                a = listener.accept() => a,
-            };
-            let (tcp, peer) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // Out of descriptors and the like: wait a little instead of spinning.
-                    log::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            let _ = tcp.set_nodelay(true);
-            let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
-            let tx = tx.clone();
-            let failures = failures.clone();
-            tokio::spawn(async move {
-                match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                    Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok(stream)).await;
+        let watch = tx.clone();
+        conn::accept_loop(
+            listener,
+            connections,
+            tcp_keepalive,
+            async move { watch.closed().await },
+            move |tcp, peer| {
+                let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
+                let tx = tx.clone();
+                let failures = failures.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => {
+                            let _ = tx.send(Ok(stream)).await;
+                        }
+                        Ok(Err(e)) => {
+                            failures.with_label_values(&["error"]).inc();
+                            log::debug!("TLS handshake with {peer} failed: {e}");
+                        }
+                        Err(_) => {
+                            failures.with_label_values(&["timeout"]).inc();
+                            log::debug!("TLS handshake with {peer} timed out");
+                        }
                     }
-                    Ok(Err(e)) => {
-                        failures.with_label_values(&["error"]).inc();
-                        log::debug!("TLS handshake with {peer} failed: {e}");
-                    }
-                    Err(_) => {
-                        failures.with_label_values(&["timeout"]).inc();
-                        log::debug!("TLS handshake with {peer} timed out");
-                    }
-                }
-            });
-        }
+                });
+                std::future::ready(())
+            },
+        )
+        .await;
     });
     ReceiverStream::new(rx)
 }

@@ -288,6 +288,7 @@ class DataPlane:
         tcp_keepalive: float = 60.0,
         max_connection_age: float | None = None,
         call_timeout: float | None = None,
+        max_connections: int | None = None,
     ) -> DataPlane: ...
     @property
     def grpc_port(self) -> int: ...
