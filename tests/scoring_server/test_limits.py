@@ -7,11 +7,13 @@ import queue
 import socket
 import struct
 import time
+import urllib.parse
 from collections.abc import Iterator
 
 import grpc
 import h2.config
 import h2.connection
+import h2.events
 import pytest
 
 from scoring_server.grpc._proto import scoring_pb2 as pb
@@ -67,26 +69,48 @@ def eventually_scored(stub: pb_grpc.ScoringStub, request_id: str, within: float 
         time.sleep(0.05)
 
 
+def stalled_call(
+    port: int, *extra: tuple[str, str]
+) -> tuple[socket.socket, h2.connection.H2Connection]:
+    """A unary Score call whose body never finishes (raw HTTP/2: no client-side timer)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    stream = conn.get_next_available_stream_id()
+    conn.send_headers(
+        stream,
+        [
+            (":method", "POST"), (":scheme", "http"), (":authority", "127.0.0.1"),
+            (":path", "/credit.scoring.v1.Scoring/Score"),
+            ("content-type", "application/grpc"), ("te", "trailers"), *extra,
+        ],
+    )  # fmt: skip
+    conn.send_data(stream, struct.pack(">BI", 0, 1000) + b"\0" * 10)  # 10 of 1,000 bytes
+    sock.sendall(conn.data_to_send())
+    return sock, conn
+
+
 def stalled_calls(port: int, n: int) -> list[socket.socket]:
-    """n unary Score calls whose bodies never finish (raw HTTP/2): each holds a place."""
-    socks = []
-    for _ in range(n):
-        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
-        conn.initiate_connection()
-        stream = conn.get_next_available_stream_id()
-        conn.send_headers(
-            stream,
-            [
-                (":method", "POST"), (":scheme", "http"), (":authority", "127.0.0.1"),
-                (":path", "/credit.scoring.v1.Scoring/Score"),
-                ("content-type", "application/grpc"), ("te", "trailers"),
-            ],
-        )  # fmt: skip
-        conn.send_data(stream, struct.pack(">BI", 0, 1000) + b"\0" * 10)  # 10 of 1,000 bytes
-        sock.sendall(conn.data_to_send())
-        socks.append(sock)
-    return socks
+    """n unary Score calls whose bodies never finish: each holds a place."""
+    return [stalled_call(port)[0] for _ in range(n)]
+
+
+def status_of(
+    sock: socket.socket, conn: h2.connection.H2Connection, within: float
+) -> tuple[int, str]:
+    """The grpc-status and grpc-message the server ends the call with (-1: none in time)."""
+    sock.settimeout(within)
+    try:
+        while data := sock.recv(1 << 16):
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived | h2.events.TrailersReceived):
+                    headers = {k.decode(): v.decode() for k, v in event.headers}
+                    if "grpc-status" in headers:
+                        return int(headers["grpc-status"]), headers.get("grpc-message", "")
+            sock.sendall(conn.data_to_send())
+    except TimeoutError:
+        pass
+    return -1, ""
 
 
 def test_unary_calls_beyond_the_in_flight_limit_are_shed_with_a_pushback(
@@ -118,16 +142,39 @@ def test_unary_calls_beyond_the_in_flight_limit_are_shed_with_a_pushback(
 
 def test_a_stalled_request_body_is_cut_off_at_the_call_timeout(limited: ServerProcess) -> None:
     """Clients that never finish their request bodies hold no place past the call timeout
-    (2 s here, 30 s by default): the server ends those calls itself."""
-    held = stalled_calls(limited.grpc_port, 2)
+    (2 s here, 30 s by default): the server ends those calls itself, DEADLINE_EXCEEDED."""
+    held = [stalled_call(limited.grpc_port) for _ in range(2)]
     try:
         started = time.monotonic()
         with grpc.insecure_channel(limited.target) as ch:
             eventually_scored(pb_grpc.ScoringStub(ch), "after-stall", within=8.0)
         assert time.monotonic() - started >= 1.0  # shed until the timeout freed the places
+        code, message = status_of(*held[0], within=5)
+        assert code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0], (code, message)
+        assert "ALTSCORE_CALL_TIMEOUT_SECONDS" in urllib.parse.unquote(message)
     finally:
-        for sock in held:
+        for sock, _ in held:
             sock.close()
+
+
+@pytest.mark.parametrize("timeout", ["300m", "1n"])
+def test_a_stalled_body_at_its_deadline_is_deadline_exceeded(
+    limited: ServerProcess, timeout: str
+) -> None:
+    """The client's grpc-timeout passes while the body is still being read: DEADLINE_EXCEEDED
+    (tonic's own timer answered CANCELLED "Timeout expired"), at the deadline."""
+    started = time.monotonic()
+    sock, conn = stalled_call(limited.grpc_port, ("grpc-timeout", timeout))
+    try:
+        code, message = status_of(sock, conn, within=5)
+        took = time.monotonic() - started
+    finally:
+        sock.close()
+    assert code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0], (code, message)
+    assert "deadline" in urllib.parse.unquote(message)
+    assert took < 1.5
+    if timeout == "300m":
+        assert took >= 0.25
 
 
 def test_streams_beyond_their_limit_are_shed_and_unary_calls_go_on(

@@ -80,7 +80,8 @@ pub struct Config {
     /// TCP keepalive of accepted connections (a vanished peer's socket is reclaimed).
     pub tcp_keepalive: Duration,
     /// Longest a unary call may take, reading its request included: a client that stalls its
-    /// body is cut off (tonic answers CANCELLED "Timeout expired"). Streams are not limited.
+    /// body is cut off (DEADLINE_EXCEEDED, see `deadline`). Streams are bounded only until their
+    /// response starts.
     pub call_timeout: Option<Duration>,
     /// Connections older than this are closed gracefully (None: no limit).
     pub max_connection_age: Option<Duration>,

@@ -5,7 +5,7 @@
 //! happens here: decoding ([`codec`] + `altscore-wire`), feature-store enrichment ([`store`]),
 //! routing, prediction, explanations and policy ([`plane`]), the prediction log ([`log`]),
 //! metrics ([`metrics`]), errors ([`errors`]), transport and limits ([`server`]; [`conn`]: the
-//! accept loop and the connection limit), TLS with certificates re-read from disk ([`tls`]), who
+//! accept loop and the connection limit; [`deadline`]: every call's deadline), TLS with certificates re-read from disk ([`tls`]), who
 //! may change state ([`auth`]). The Open Inference Protocol v2 ([`oip`]) is an adapter onto the
 //! same batch path.
 
@@ -13,6 +13,7 @@ pub mod auth;
 pub mod codec;
 pub mod config;
 pub mod conn;
+pub mod deadline;
 pub mod errors;
 pub mod log;
 pub mod metrics;

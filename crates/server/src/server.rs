@@ -29,6 +29,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::auth::Authorizer;
 use crate::config::Config;
 use crate::conn::{self, Connections};
+use crate::deadline::DeadlineLayer;
 use crate::errors::{size_limit_response, INTERNAL_MESSAGE};
 use crate::log::{LogConfig, PredictionSink, RecordLog, Target};
 use crate::metrics::{self, GrpcMetricsLayer, Metrics, ShedLayer};
@@ -117,10 +118,8 @@ pub fn transport(config: &Config) -> Server {
         .http2_max_local_error_reset_streams(Some(config.max_local_error_resets))
         .initial_stream_window_size(Some(1 << 20))
         .initial_connection_window_size(Some(4 << 20));
-    let server = match config.call_timeout {
-        Some(limit) => server.timeout(limit),
-        None => server,
-    };
+    // No `timeout`: the call timeout and the client's deadline are `DeadlineLayer`'s (one code,
+    // DEADLINE_EXCEEDED, whether the body is still being read or the handler runs).
     match config.max_connection_age {
         Some(age) => server.max_connection_age(age),
         None => server,
@@ -461,6 +460,7 @@ impl DataPlane {
                 config.retry_pushback,
                 &self.plane.metrics.shed,
             ))
+            .layer(DeadlineLayer::new(config.call_timeout))
             .add_service(health)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)

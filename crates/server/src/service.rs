@@ -122,8 +122,8 @@ pub(crate) fn deadline_of<T>(request: &Request<T>, started: Instant) -> Option<I
     parse_grpc_timeout(value).and_then(|d| started.checked_add(d))
 }
 
-/// How long before the deadline this server answers `DEADLINE_EXCEEDED` itself: tonic's own
-/// timer answers `CANCELLED` at the deadline, and a client must see one code for one cause.
+/// How long before the deadline a handler gives up itself (its message says what it was doing),
+/// ahead of `DeadlineLayer`'s timer at the deadline; both answer `DEADLINE_EXCEEDED`.
 const DEADLINE_MARGIN: Duration = Duration::from_micros(500);
 
 /// Run `work` under `deadline`: not started once it has passed, ended before it (its work

@@ -1,9 +1,11 @@
 //! Deadlines are read alike on every RPC (issue 13, point 4), against a real data plane on
 //! 127.0.0.1 with no model loaded (an in-time scoring call is then UNAVAILABLE): a call whose
-//! `grpc-timeout` has passed is not started (DEADLINE_EXCEEDED; or CANCELLED "Timeout expired"
-//! when tonic's own timer ends it while its body is still being read, before any handler runs),
-//! a stream ends with DEADLINE_EXCEEDED at its deadline, and a malformed `grpc-timeout` is no
-//! deadline for any RPC.
+//! `grpc-timeout` has passed is not started (DEADLINE_EXCEEDED; tonic's client times the call by
+//! the same header and may end it first, CANCELLED "Timeout expired", on its side), a call whose
+//! body is still being read at the server's call timeout is answered DEADLINE_EXCEEDED, a stream
+//! ends with DEADLINE_EXCEEDED at its deadline, and a malformed `grpc-timeout` is no deadline
+//! for any RPC. (A body still being read at the client's deadline: tests/scoring_server/
+//! test_limits.py, over raw HTTP/2, where no client-side timer competes.)
 
 use std::time::{Duration, Instant};
 
@@ -16,10 +18,14 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request};
 use tonic_prost::ProstCodec;
 
+/// The server's call timeout in these tests.
+const CALL_TIMEOUT: Duration = Duration::from_millis(1500);
+
 fn start() -> Result<DataPlane, String> {
     let config = Config {
         evaluation_dir: std::env::temp_dir()
             .join(format!("altscore-deadlines-{}", std::process::id())),
+        call_timeout: Some(CALL_TIMEOUT),
         ..Config::default()
     };
     let plane = DataPlane::start(config, || {
@@ -97,6 +103,42 @@ fn deadlines_are_read_alike_on_every_rpc() -> Result<(), String> {
             assert!(
                 got == score_code || expired,
                 "Score, grpc-timeout {timeout}: {got:?}"
+            );
+        }
+
+        // A unary call whose body never comes: DEADLINE_EXCEEDED at the server's call timeout
+        // (tonic's own timer answered CANCELLED "Timeout expired").
+        for (timeout, limit, says) in
+            [(None::<&str>, CALL_TIMEOUT, "ALTSCORE_CALL_TIMEOUT_SECONDS")]
+        {
+            let mut grpc = tonic::client::Grpc::new(channel.clone());
+            grpc.ready().await.map_err(|e| e.to_string())?;
+            let (_keep_open, rx) = tokio::sync::mpsc::channel::<proto::ScoreRequest>(1);
+            let mut request = Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+            if let Some(t) = timeout {
+                request
+                    .metadata_mut()
+                    .insert("grpc-timeout", t.parse().map_err(|_| "header")?);
+            }
+            let codec: ProstCodec<proto::ScoreRequest, proto::ScoreResponse> =
+                ProstCodec::default();
+            let started = Instant::now();
+            let answer = tokio::time::timeout(
+                Duration::from_secs(5),
+                grpc.client_streaming(request, PathAndQuery::from_static(score), codec),
+            )
+            .await;
+            let status = match answer {
+                Ok(Err(status)) => status,
+                Ok(Ok(_)) => tonic::Status::ok(""),
+                Err(_) => tonic::Status::unknown("no answer within 5 s"),
+            };
+            let took = started.elapsed();
+            assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+            assert!(status.message().contains(says), "{status:?}");
+            assert!(
+                took >= limit && took < limit + Duration::from_secs(1),
+                "{took:?}"
             );
         }
 

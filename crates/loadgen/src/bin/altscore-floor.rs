@@ -99,7 +99,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         eprintln!("floor on 127.0.0.1:{port}");
-        altscore_server::server::transport(&Config::default())
+        let config = Config::default();
+        // the server's per-call timer too (its call timeout, 30 s by default)
+        altscore_server::server::transport(&config)
+            .layer(altscore_server::deadline::DeadlineLayer::new(
+                config.call_timeout,
+            ))
             .add_service(ScoringServer::new(floor))
             .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true)))
             .await?;
