@@ -1,5 +1,7 @@
 """A fuzzer over gRPC (issue 13, item 5): hypothesis generates requests for every RPC of
-``credit.scoring.v1.Scoring`` against a real server, and every answer's status code is counted.
+``credit.scoring.v1.Scoring`` and of the Open Inference Protocol v2
+(``inference.GRPCInferenceService``) against a real server, and every answer's status code is
+counted.
 
     uv run python -m benchmarks.fuzz_grpc [--cases 100000] [--seed N] [--workers 8]
         [--write benchmarks/RESULTS.md]
@@ -17,6 +19,10 @@ serializers, so a malformed body reaches the server as it was generated):
   repeat and contradict each other: ``FAILED_PRECONDITION`` is the designed answer to a
   contradiction), NaN / inf ``observed_at``, corrections;
 - ``GetModelInfo``: empty, with unknown fields;
+- OIP v2 ``ModelInfer``: numeric tensors N x k (k right and wrong), FP64 / FP32 typed or raw
+  (raw cut short too), wrong shapes, datatypes and names, special floats, ``applicant_id``
+  tensors, unknown tensors, parameters and outputs, unknown models and versions; valid GMSC rows,
+  which must be answered OK; the other OIP RPCs with served and unknown model names;
 - raw bytes on every RPC (streams included): random bytes, and valid messages truncated, with
   bytes flipped, inserted or a length prefix inflated. A body Python's protobuf parser
   (upb) refuses is malformed and must be answered ``INVALID_ARGUMENT`` (``RESOURCE_EXHAUSTED``
@@ -38,6 +44,7 @@ import argparse
 import math
 import platform
 import random
+import struct
 import sys
 import threading
 import time
@@ -46,18 +53,33 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
+import numpy as np
 from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
+
+# Triton's client messages of the Open Inference Protocol v2 (wire-compatible with the server's)
+from tritonclient.grpc import service_pb2 as oip  # type: ignore[import-untyped]
 
 from scoring_server.grpc._proto import scoring_pb2 as pb
 
 ROOT = Path(__file__).resolve().parents[1]
 STATE = ROOT / "var" / "bench" / "fuzz"
 SERVICE = "/credit.scoring.v1.Scoring/"
+INFERENCE = "/inference.GRPCInferenceService/"
+MODEL = "altscore-gmsc"
+"""The served model's name (the GMSC champion of benchmarks and tests)."""
+OIP_RPCS = ("ModelInfer", "ModelMetadata", "ModelReady", "ServerLive", "ServerReady",
+            "ServerMetadata")  # fmt: skip
+SCORING_RPCS = ("Score", "ScoreBatch", "ScoreStream", "GetModelInfo", "ReportOutcome")
+PATHS = {
+    **{rpc: SERVICE + rpc for rpc in SCORING_RPCS},
+    **{rpc: INFERENCE + rpc for rpc in OIP_RPCS},
+}
 TITLE = "gRPC fuzzing"
 MAX_ID_BYTES = 256
 
@@ -67,6 +89,12 @@ REQUEST_TYPES: dict[str, type[Message]] = {
     "ScoreStream": pb.ScoreRequest,
     "GetModelInfo": pb.GetModelInfoRequest,
     "ReportOutcome": pb.ReportOutcomeRequest,
+    "ModelInfer": oip.ModelInferRequest,
+    "ModelMetadata": oip.ModelMetadataRequest,
+    "ModelReady": oip.ModelReadyRequest,
+    "ServerLive": oip.ServerLiveRequest,
+    "ServerReady": oip.ServerReadyRequest,
+    "ServerMetadata": oip.ServerMetadataRequest,
 }
 C = grpc.StatusCode
 ALLOWED: dict[str, frozenset[grpc.StatusCode]] = {
@@ -78,6 +106,16 @@ ALLOWED: dict[str, frozenset[grpc.StatusCode]] = {
     "ReportOutcome": frozenset(
         {C.OK, C.INVALID_ARGUMENT, C.FAILED_PRECONDITION, C.RESOURCE_EXHAUSTED}
     ),
+    # OIP v2: an unknown model or version is NOT_FOUND; a layout hash that is not the served
+    # one FAILED_PRECONDITION
+    "ModelInfer": frozenset(
+        {C.OK, C.INVALID_ARGUMENT, C.NOT_FOUND, C.FAILED_PRECONDITION, C.RESOURCE_EXHAUSTED}
+    ),
+    "ModelMetadata": frozenset({C.OK, C.INVALID_ARGUMENT, C.NOT_FOUND, C.RESOURCE_EXHAUSTED}),
+    "ModelReady": frozenset({C.OK, C.INVALID_ARGUMENT, C.RESOURCE_EXHAUSTED}),
+    "ServerLive": frozenset({C.OK, C.INVALID_ARGUMENT, C.RESOURCE_EXHAUSTED}),
+    "ServerReady": frozenset({C.OK, C.INVALID_ARGUMENT, C.RESOURCE_EXHAUSTED}),
+    "ServerMetadata": frozenset({C.OK, C.INVALID_ARGUMENT, C.RESOURCE_EXHAUSTED}),
 }
 """What each RPC may answer a fuzzed call (the model is loaded, the caller is on loopback);
 anything else is a failure."""
@@ -323,10 +361,94 @@ def _copy(request: pb.ScoreRequest) -> pb.ScoreRequest:
 
 
 @st.composite
+def infer_request(draw: st.DrawFn, valid: bool = False) -> Any:  # oip.ModelInferRequest
+    """An OIP v2 ModelInfer request: a numeric tensor of N x k values (FP64 / FP32, typed or
+    raw, k right or wrong, shapes and datatypes right or wrong, special floats), sometimes an
+    applicant_id BYTES tensor, unknown tensors, parameters and outputs; ``valid``: N rows of
+    valid GMSC applicants, which must be answered OK."""
+    k = len(GMSC_INPUTS)
+    if valid:
+        rows = [draw(valid_applicant()) for _ in range(draw(st.integers(1, 4)))]
+        request = oip.ModelInferRequest(
+            model_name=MODEL, id=f"fz-oip-{draw(st.integers(0, 2**32))}"
+        )
+        tensor = request.inputs.add(name="numeric", datatype="FP64", shape=[len(rows), k])
+        for a in rows:
+            values = a.numeric_values or [a.numeric.get(i.name, math.nan) for i in GMSC_INPUTS]
+            tensor.contents.fp64_contents.extend(values)
+        return request
+    request = oip.ModelInferRequest(
+        model_name=draw(st.sampled_from((MODEL, MODEL, MODEL, "", "other"))),
+        model_version=draw(st.sampled_from(("", "", "", "1", "999", "x"))),
+    )
+    if draw(st.booleans()):
+        request.id = draw(IDS)
+    n = draw(st.sampled_from((0, 1, 1, 2, 3, 8)))
+    cols = draw(st.sampled_from((k, k, k, 0, 1, k - 1, k + 1)))
+    datatype = draw(st.sampled_from(("FP64", "FP64", "FP32", "INT64", "BYTES", "", "fp64")))
+    values = [draw(FLOATS) for _ in range(n * cols)]
+    tensor = request.inputs.add(
+        name=draw(st.sampled_from(("numeric", "numeric", "numeric", "other", ""))),
+        datatype=datatype,
+        shape=draw(
+            st.sampled_from(([n, cols], [n, cols], [n * cols], [n, cols, 1], [], [-1, cols]))
+        ),
+    )
+    how = draw(st.integers(0, 3))
+    if how == 0:  # typed
+        if datatype == "FP32":
+            tensor.contents.fp32_contents.extend(values)
+        else:
+            tensor.contents.fp64_contents.extend(values)
+    elif how < 3:  # raw, maybe cut short
+        if datatype == "FP32":  # what an FP32 holds: too large becomes inf, as numpy casts
+            with np.errstate(over="ignore"):
+                raw = np.asarray(values, dtype=np.float64).astype("<f4").tobytes()
+        else:
+            raw = struct.pack(f"<{len(values)}d", *values)
+        request.raw_input_contents.append(raw[: draw(st.sampled_from((len(raw), len(raw), 0, 3)))])
+    if not draw(st.integers(0, 3)):
+        ids = request.inputs.add(name="applicant_id", datatype="BYTES", shape=[n])
+        ids.contents.bytes_contents.extend(draw(IDS).encode() for _ in range(n))
+    if not draw(st.integers(0, 5)):
+        request.inputs.add(name=draw(TEXTS), datatype=draw(st.sampled_from(("BYTES", "FP64"))))
+    if not draw(st.integers(0, 4)):
+        name = draw(st.sampled_from(("numeric_values_layout", "priority", "timeout", "x")))
+        param = request.parameters[name]
+        if draw(st.booleans()):
+            param.string_param = draw(TEXTS)
+        else:
+            param.int64_param = draw(st.integers(-(2**63), 2**63 - 1))
+    if not draw(st.integers(0, 4)):
+        for name in draw(st.lists(st.sampled_from(("pd", "score", "decision", "x")), max_size=3)):
+            request.outputs.add(name=name)
+    return request
+
+
+OIP_ANY = infer_request()
+OIP_VALID = infer_request(True)
+
+
+@st.composite
 def cases(draw: st.DrawFn, max_batch: int = 1000) -> Case:
     rpc = draw(st.sampled_from(("Score", "Score", "ScoreBatch", "ScoreStream", "ReportOutcome",
-                                "GetModelInfo")))  # fmt: skip
+                                "GetModelInfo", "ModelInfer", *OIP_RPCS)))  # fmt: skip
     raw = not draw(st.integers(0, 3))  # a quarter of the cases: raw bytes
+    if rpc in OIP_RPCS:
+        valid = not raw and rpc == "ModelInfer" and not draw(st.integers(0, 4))
+        if rpc == "ModelInfer":
+            oip_message: Message = draw(OIP_VALID if valid else OIP_ANY)
+        elif rpc in ("ModelMetadata", "ModelReady"):
+            oip_message = REQUEST_TYPES[rpc](
+                name=draw(st.sampled_from((MODEL, MODEL, "", "other"))),
+                version=draw(st.sampled_from(("", "", "1", "999"))),
+            )
+        else:
+            oip_message = REQUEST_TYPES[rpc]()
+        body = maybe_unknown(draw, oip_message)
+        if raw:
+            body = mutated(draw, body)
+        return Case(rpc, "raw" if raw else "valid" if valid else "messages", [body], valid)
     valid = not raw and rpc != "ReportOutcome" and not draw(st.integers(0, 4))
     if rpc == "ScoreStream":
         n = draw(st.integers(1, 6))
@@ -381,11 +503,12 @@ class Fuzzer:
         )
         self.max_message_bytes = max_message_bytes
         self.unary: dict[str, grpc.UnaryUnaryMultiCallable[bytes, bytes]] = {
-            rpc: self.channel.unary_unary(SERVICE + rpc)
-            for rpc in ("Score", "ScoreBatch", "GetModelInfo", "ReportOutcome")
+            rpc: self.channel.unary_unary(path)
+            for rpc, path in PATHS.items()
+            if rpc != "ScoreStream"
         }
         self.stream: grpc.StreamStreamMultiCallable[bytes, bytes] = self.channel.stream_stream(
-            SERVICE + "ScoreStream"
+            PATHS["ScoreStream"]
         )
         self.pool = ThreadPoolExecutor(workers)
         self.window = threading.BoundedSemaphore(workers * 4)
@@ -585,7 +708,7 @@ def report_lines(report: Report) -> list[str]:
     rows = ["| RPC | " + " | ".join(codes) + " | of which malformed bodies |",
             "|---" * (len(codes) + 2) + "|"]  # fmt: skip
     order = ("Score", "ScoreBatch", "ScoreStream", "ScoreStream messages", "GetModelInfo",
-             "ReportOutcome")  # fmt: skip
+             "ReportOutcome", *OIP_RPCS)  # fmt: skip
     for rpc in order:
         counter = report.counts.get(rpc, Counter())
         rows.append(
@@ -662,7 +785,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"settings except `ALTSCORE_MAX_MESSAGE_BYTES={ns.max_message_bytes}`. A quarter of the "
         "cases are raw bytes (random, or valid messages truncated / flipped / inflated); the "
         "rest are messages with known and unknown keys, special floats, odd ids and wrong "
-        "`numeric_values` (see the module's docstring). Answers by status code:",
+        "`numeric_values`, and Open Inference Protocol v2 calls (ModelInfer tensors of wrong "
+        "shapes, datatypes, lengths and names, unknown models; see the module's docstring). "
+        "`NOT_FOUND` is an OIP call naming a model or version not served, `FAILED_PRECONDITION` "
+        "a contradicting outcome or a layout hash not the served one (both by design). Answers "
+        "by status code:",
         "",
         *report_lines(report),
         "",

@@ -1,5 +1,6 @@
 """The gRPC fuzzer (``benchmarks.fuzz_grpc``, ``make fuzz-grpc`` sends 100,000 cases), small and
-fast: hypothesis-generated messages and raw bytes on every RPC of the session server. No
+fast: hypothesis-generated messages and raw bytes on every RPC of the session server (the
+scoring service's and the Open Inference Protocol v2's). No
 INTERNAL or UNKNOWN, every malformed body INVALID_ARGUMENT, valid applicants OK, the server
 still up."""
 
@@ -10,7 +11,7 @@ import os
 from benchmarks.fuzz_grpc import failure_lines, fuzz
 from tests.conftest import ServerProcess
 
-CASES = 400
+CASES = 800
 SEED = int(os.environ.get("ALTSCORE_FUZZ_SEED", "13"))
 
 
@@ -34,6 +35,7 @@ def test_fuzzed_calls_on_every_rpc(server: ServerProcess) -> None:
     assert report.ok, "\n".join([f"seed {SEED}", *failure_lines(report)])
     assert server.proc.pid == pid
     assert server.proc.poll() is None
-    for rpc in ("Score", "ScoreBatch", "ScoreStream", "GetModelInfo", "ReportOutcome"):
+    for rpc in ("Score", "ScoreBatch", "ScoreStream", "GetModelInfo", "ReportOutcome",
+                "ModelInfer"):  # fmt: skip
         assert report.malformed[rpc if rpc != "ScoreStream" else "ScoreStream messages"] > 0, rpc
     assert "panicked" not in server.log()
